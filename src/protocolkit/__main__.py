@@ -1,0 +1,5 @@
+"""``python -m protocolkit``: the command-line interface."""
+
+from protocolkit.cli import run
+
+run()

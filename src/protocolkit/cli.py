@@ -1,0 +1,257 @@
+"""The command-line interface: thin; it parses arguments, calls the public API and prints.
+
+Exit status: 0 success; 64 usage error; 65 bad input data (nothing appended); 74 the store
+could not do it; 75 another writer got there first (retry); 70 an internal error (a bug).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from protocolkit.corrections import effective_events
+from protocolkit.errors import ProtocolKitError
+from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
+from protocolkit.ingest import export_jsonl, import_jsonl
+from protocolkit.serde import event_to_json
+from protocolkit.store import EventStore, open_store
+
+__all__ = ["main"]
+
+EX_USAGE = 64
+EX_SOFTWARE = 70
+
+_STORE_HELP = (
+    "Store location: a SQLite path, sqlite:///path.db, or postgresql://user@host:port/db "
+    "(default: $PROTOCOLKIT_STORE, else protocolkit.db in the working folder)."
+)
+_store_option = click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+    show_default=True, help="Readable table, or JSON for machines.",
+)
+
+
+def _open(store_url: str | None) -> EventStore:
+    return open_store(store_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="protocolkit")
+def cli() -> None:
+    """protocolkit: clinical-trial protocols as executable, auditable rules.
+
+    Events go into an append-only log (a SQLite file by default); nothing is ever updated
+    or deleted.
+    """
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@_store_option
+@click.option("--skip-existing", is_flag=True,
+              help="Leave out events whose id is already stored (re-import is a no-op).")
+def import_command(file: Path, store_url: str | None, skip_existing: bool) -> None:
+    """Import a JSON Lines file of events (use - for standard input).
+
+    The whole file is one atomic append: if any line is bad, nothing is appended and every
+    problem is listed with its line and field.
+    """
+    with _open(store_url) as store:
+        if str(file) == "-":
+            result = import_jsonl(store, sys.stdin.buffer, skip_existing=skip_existing)
+        else:
+            if not file.exists():
+                raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
+            result = import_jsonl(store, file, skip_existing=skip_existing)
+        click.echo(
+            f"imported {len(result.appended)} events for {len(result.subjects)} subjects "
+            f"into {store.location.display}"
+            + (f" ({result.skipped} already stored, skipped)" if result.skipped else "")
+        )
+
+
+@cli.command("export")
+@_store_option
+@click.option("--study", help="Only this study.")
+@click.option("--subject", help="Only this subject.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default="-", show_default=True, help="Where to write the JSON Lines.")
+def export_command(
+    store_url: str | None, study: str | None, subject: str | None, output: Path
+) -> None:
+    """Export events as JSON Lines, in global record order (or one subject's stream)."""
+    with _open(store_url) as store:
+        if str(output) == "-":
+            export_jsonl(store, sys.stdout.buffer, study=study, subject=subject)
+            sys.stdout.flush()
+        else:
+            with output.open("wb") as out:
+                count = export_jsonl(store, out, study=study, subject=subject)
+            click.echo(f"exported {count} events to {output}", err=True)
+
+
+@cli.command("log")
+@click.argument("subject")
+@click.option("--study", help="The study, when the subject id is in several.")
+@_store_option
+@_format_option
+def log_command(subject: str, study: str | None, store_url: str | None, fmt: str) -> None:
+    """Show a subject's history in record order, with corrections and retractions marked."""
+    with _open(store_url) as store:
+        _print_log(store, subject, study, fmt)
+
+
+@cli.command("subjects")
+@click.option("--study", help="Only this study.")
+@_store_option
+def subjects_command(study: str | None, store_url: str | None) -> None:
+    """List the subjects in the store, with how many events each has."""
+    with _open(store_url) as store:
+        rows = [(s, subj, str(store.version(s, subj))) for s, subj in store.subjects(study)]
+        click.echo(_table(("study", "subject", "events"), rows))
+
+
+@cli.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of the JSON Lines interchange format."""
+    from protocolkit.schema import event_json_schema  # noqa: PLC0415 - only this command
+
+    click.echo(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2).decode())
+
+
+@cli.command("demo")
+@_store_option
+@click.option("--subject", default="PUMCH-001", show_default=True,
+              help="Which example subject's log to show.")
+def demo_command(store_url: str | None, subject: str) -> None:
+    """Import the embedded NCT03918265 example histories and show one subject's log.
+
+    Re-running it is safe: events already stored are skipped.
+    """
+    example = resources.files("protocolkit").joinpath("examples/nct03918265.jsonl")
+    with _open(store_url) as store:
+        result = import_jsonl(
+            store, example.read_text("utf-8").splitlines(), skip_existing=True
+        )
+        click.echo(
+            f"NCT03918265 examples: {len(result.appended)} events imported, "
+            f"{result.skipped} already stored, into {store.location.display}"
+        )
+        click.echo(_table(
+            ("study", "subject", "events"),
+            [(s, subj, str(store.version(s, subj))) for s, subj in store.subjects()],
+        ))
+        click.echo()
+        _print_log(store, subject, "NCT03918265", "table")
+
+
+def _print_log(store: EventStore, subject: str, study: str | None, fmt: str) -> None:
+    studies = [study] if study else store.studies_of(subject)
+    if not studies:
+        raise click.ClickException(f"no events for subject {subject!r} in {store.location.display}")
+    if len(studies) > 1:
+        raise click.UsageError(
+            f"subject {subject!r} is in several studies ({', '.join(studies)}); give --study"
+        )
+    recorded = list(store.history(studies[0], subject))
+    if fmt == "json":
+        for r in recorded:
+            click.echo(orjson.dumps({"version": r.version, **event_to_json(r.event)}).decode())
+        return
+    events = [r.event for r in recorded]
+    current = {e.event_id: e for e in effective_events(events)}
+    notes = _fix_notes(events)
+    rows = []
+    for r in recorded:
+        e = r.event
+        status = notes.get(e.event_id, "")
+        shown = current.get(e.event_id, e)
+        rows.append((
+            str(r.version), e.occurred_at.format("YYYY-MM-DD HH:mm Z")
+            + (" (date)" if e.time_precision == "day" else ""),
+            e.recorded_at.in_timezone(e.occurred_at.timezone or "UTC").format("YYYY-MM-DD HH:mm"),
+            e.recorded_by, e.event_type, _describe(shown), status,
+        ))
+    click.echo(f"{studies[0]} / {subject}: {len(recorded)} events\n")
+    click.echo(_table(("#", "occurred", "recorded", "by", "event", "details", "status"), rows))
+
+
+def _fix_notes(events: Sequence[Event]) -> dict[Any, str]:
+    version = {e.event_id: i + 1 for i, e in enumerate(events)}
+    notes: dict[Any, str] = {}
+    for e in events:
+        if isinstance(e, EntryRetracted):
+            notes[e.retracts] = f"retracted by #{version[e.event_id]}"
+        elif isinstance(e, EntryCorrected):
+            prior = notes.get(e.corrects, "")
+            if not prior.startswith("retracted"):
+                notes[e.corrects] = f"corrected by #{version[e.event_id]}"
+    return notes
+
+
+def _describe(event: Event) -> str:
+    body = event_to_json(event)
+    parts = []
+    for key, value in body.items():
+        if key in ENVELOPE_FIELDS or key == "type" or value is None:
+            continue
+        if isinstance(value, dict) and "value" in value and "unit" in value:
+            text = f"{value['value']} {value['unit']}"
+            if value.get("canonical_unit") and value["canonical_unit"] != value["unit"]:
+                text += f" (= {value['canonical_value']} {value['canonical_unit']})"
+            if value.get("status") == "implausible":
+                text += " [implausible: data query]"
+            parts.append(f"{key}={text}")
+        else:
+            shown = orjson.dumps(value).decode() if isinstance(value, dict) else value
+            parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status instead of exiting (for tests and embedding)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="protocolkit",
+                 standalone_mode=False)
+    except ProtocolKitError as exc:
+        click.echo(f"protocolkit: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        exc.show()
+        return EX_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        click.echo("protocolkit: internal error (a bug): please report it with the trace above",
+                   err=True)
+        return EX_SOFTWARE
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Serialisation: the package's one cattrs converter and the JSON Lines interchange format.
+
+An event's interchange form is a JSON object with ``"type"`` (the event type) first, then the
+envelope, then its own fields. Instants are RFC 9557 text (offset plus zone name), dates ISO
+8601, decimals strings (exact: ``"9.80"`` stays ``9.80``), ids hex-with-dashes UUIDs.
+
+Two ways in:
+
+* :func:`event_from_json` is the **boundary**: strict about types, refuses unknown fields,
+  recomputes canonical values of measured results from the analyte catalogue (D6), and
+  reports the field at fault.
+* :func:`decode_stored` reads what the store wrote earlier and trusts it: the canonical value a
+  result was stored with is the one it keeps, even if the catalogue later changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+import attrs
+import cattrs
+import orjson
+import pendulum
+from cattrs.gen import make_dict_structure_fn
+
+from protocolkit.errors import EventError, EventValidationError
+from protocolkit.events import EVENT_TYPES, Event
+from protocolkit.timeutil import format_instant, parse_date, parse_instant
+from protocolkit.units import AnalyteCatalogue, Measurement, default_catalogue, to_decimal
+
+__all__ = [
+    "converter",
+    "decode_stored",
+    "dumps_event",
+    "encode_stored",
+    "event_from_json",
+    "event_to_json",
+    "read_jsonl",
+    "write_jsonl",
+]
+
+T = TypeVar("T")
+
+
+def _strict(kind: type[T], name: str) -> Callable[[Any, type[T]], T]:
+    def structure(value: Any, _: type[T]) -> T:
+        if isinstance(value, bool) and kind is not bool:
+            raise EventError(f"expected {name}, got {value!r}")
+        if not isinstance(value, kind):
+            raise EventError(f"expected {name}, got {value!r}")
+        return value
+
+    return structure
+
+
+def _structure_uuid(value: Any, _: type[UUID]) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise EventError(f"expected a UUID, got {value!r}") from None
+
+
+def _structure_instant(value: Any, _: type[Any]) -> pendulum.DateTime:
+    if isinstance(value, pendulum.DateTime):
+        return value
+    return parse_instant(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_unstructure_hook(pendulum.DateTime, format_instant)
+    conv.register_structure_hook(pendulum.DateTime, _structure_instant)
+    conv.register_unstructure_hook(dt.date, dt.date.isoformat)
+    conv.register_structure_hook(
+        dt.date, lambda v, _: v if isinstance(v, dt.date) else parse_date(v)
+    )
+    conv.register_unstructure_hook(Decimal, str)
+    conv.register_structure_hook(Decimal, lambda v, _: to_decimal(v))
+    conv.register_unstructure_hook(UUID, str)
+    conv.register_structure_hook(UUID, _structure_uuid)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(bool, _strict(bool, "true or false"))
+    # Enums: let the attrs converters on the classes report the allowed values.
+    conv.register_structure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda v, _: v
+    )
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_changes)
+    measurement = make_dict_structure_fn(Measurement, conv, _cattrs_forbid_extra_keys=True)
+    conv.register_structure_hook(
+        Measurement, lambda v, t: v if isinstance(v, Measurement) else measurement(v, t)
+    )
+    for cls in EVENT_TYPES.values():
+        conv.register_structure_hook(
+            cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+        )
+    return conv
+
+
+def _structure_changes(value: Any, _: type[Any]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EventError(f"expected an object of field names to new values, got {value!r}")
+    return value
+
+
+#: The package's converter. Prefer the functions of this module; use it to build your own.
+converter = _make_converter()
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """Return the interchange form of ``event`` (a JSON-ready dict, ``"type"`` first)."""
+    body = converter.unstructure(event)
+    return {"type": event.event_type, **body}
+
+
+def dumps_event(event: Event) -> bytes:
+    """Return one JSON Lines record (no newline) for ``event``."""
+    return orjson.dumps(event_to_json(event))
+
+
+def _unknown_type(name: object) -> EventError:
+    if not isinstance(name, str):
+        return EventError(f"expected the event type as a string, got {name!r}", field="type")
+    close = difflib.get_close_matches(name, list(EVENT_TYPES), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return EventError(f"unknown event type {name!r}{hint}", field="type")
+
+
+def _field_errors(exc: BaseException, prefix: str = "") -> Iterator[EventError]:
+    """Flatten a cattrs validation group into EventErrors naming the field at fault."""
+    if isinstance(exc, EventError):
+        yield exc.located(prefix=prefix or None) if prefix else exc
+        return
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            field = f"{prefix}.{key}" if prefix else key
+            yield EventError("unknown field", field=field)
+        return
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            name = ""
+            for note in getattr(sub, "__notes__", []):
+                if hasattr(note, "name"):
+                    name = note.name
+            path = f"{prefix}.{name}" if prefix and name else (name or prefix)
+            yield from _field_errors(sub, path)
+        return
+    if isinstance(exc, KeyError):
+        field = f"{prefix}" if prefix else str(exc)
+        yield EventError("required field missing", field=field)
+        return
+    yield EventError(str(exc) or type(exc).__name__, field=prefix or None)
+
+
+def _measure_at_boundary(
+    cls: type[Event], data: dict[str, Any], catalogue: AnalyteCatalogue
+) -> None:
+    if cls.measured is None:
+        return
+    code_field, result_field = cls.measured
+    raw = data.get(result_field)
+    if raw is None:
+        return
+    if not isinstance(raw, dict) or "value" not in raw or "unit" not in raw:
+        raise EventError("expected an object with 'value' and 'unit'", field=result_field)
+    extra = set(raw) - {f.name for f in attrs.fields(Measurement)}
+    if extra:
+        raise EventError("unknown field", field=f"{result_field}.{sorted(extra)[0]}")
+    code = data.get(code_field)
+    if not isinstance(code, str):
+        raise EventError(f"expected a code string, got {code!r}", field=code_field)
+    try:
+        measured = catalogue.measure(code, raw["value"], raw["unit"])
+    except EventError as exc:
+        raise exc.located(prefix=result_field) from None
+    given = {k: raw[k] for k in ("canonical_value", "canonical_unit", "status") if k in raw}
+    computed = converter.unstructure(measured)
+    for key, value in given.items():
+        if key == "canonical_value" and value is not None and computed[key] is not None:
+            same = to_decimal(value) == measured.canonical_value
+        else:
+            same = value == computed[key]
+        if not same:
+            raise EventError(
+                f"{key} {value!r} disagrees with the catalogue's {computed[key]!r}; "
+                "send the value and unit as received and let protocolkit convert",
+                field=f"{result_field}.{key}",
+            )
+    data[result_field] = measured
+
+
+def event_from_json(
+    data: Any, *, catalogue: AnalyteCatalogue | None = None
+) -> Event:
+    """Build an event from its interchange form, checking everything (the boundary).
+
+    Raises:
+        EventError: the first problem found, naming the field (``UnitError`` for units).
+        EventValidationError: several fields are wrong; ``errors`` lists each.
+    """
+    if not isinstance(data, dict):
+        raise EventError(f"expected a JSON object, got {type(data).__name__}")
+    body = dict(data)
+    cls = EVENT_TYPES.get(body.pop("type", None))
+    if cls is None:
+        raise _unknown_type(data.get("type"))
+    _measure_at_boundary(cls, body, catalogue or default_catalogue())
+    return _structure(cls, body)
+
+
+def _structure(cls: type[Event], body: dict[str, Any]) -> Event:
+    try:
+        event: Event = converter.structure(body, cls)
+    except EventError:
+        raise
+    except Exception as exc:  # cattrs wraps field errors in a validation group
+        errors = list(_field_errors(exc))
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise EventValidationError(errors) from None
+    return event
+
+
+def encode_stored(event: Event) -> bytes:
+    """The bytes the store writes for ``event`` (its interchange form)."""
+    return orjson.dumps(converter.unstructure(event))
+
+
+def decode_stored(event_type: str, state: bytes) -> Event:
+    """Rebuild an event the store wrote, trusting its stored canonical values."""
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise _unknown_type(event_type)
+    body = orjson.loads(state)
+    if cls.measured is not None:
+        result_field = cls.measured[1]
+        if body.get(result_field) is not None:
+            body[result_field] = converter.structure(body[result_field], Measurement)
+    return _structure(cls, body)
+
+
+def read_jsonl(
+    lines: Iterable[str | bytes],
+    *,
+    source: str = "<input>",
+    catalogue: AnalyteCatalogue | None = None,
+) -> list[Event]:
+    """Parse JSON Lines into events, checking every line; blank lines are skipped.
+
+    Every problem of every line is collected, so one run reports them all.
+
+    Raises:
+        EventValidationError: one or more lines are bad; each error names its line and field.
+    """
+    events: list[Event] = []
+    errors: list[EventError] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            errors.append(EventError(f"malformed JSON: {exc}", line=number, source=source))
+            continue
+        try:
+            events.append(event_from_json(data, catalogue=catalogue))
+        except EventValidationError as group:
+            errors.extend(e.located(line=number, source=source) for e in group.errors)
+        except EventError as exc:
+            errors.append(exc.located(line=number, source=source))
+    if errors:
+        raise EventValidationError(errors, source=source)
+    return events
+
+
+def write_jsonl(events: Iterable[Event]) -> Iterator[bytes]:
+    """Yield one JSON Lines record (with its newline) per event."""
+    for event in events:
+        yield dumps_event(event) + b"\n"

@@ -1,0 +1,158 @@
+"""The PostgreSQL recorder: eventsourcing's, plus side tables and append-only triggers.
+
+Imported only for ``postgresql://`` stores; it needs the ``postgres`` extra (psycopg 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+try:
+    import psycopg
+    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+    from psycopg.sql import SQL, Composed, Identifier
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgreSQL stores need the 'postgres' extra: pip install 'protocolkit[postgres]'"
+    ) from exc
+
+from protocolkit.errors import StoreError
+
+__all__ = ["PostgresEventRecorder", "check_postgres_tables"]
+
+
+class PostgresEventRecorder(PostgresApplicationRecorder):
+    """Records events in ``<name>_events`` and, atomically with them, their ids and subjects.
+
+    Triggers make the database refuse UPDATE, DELETE and TRUNCATE on every table of the log.
+    """
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        prefix = events_table_name.removesuffix("_events")
+        self.ids_table = f"{prefix}_event_ids"
+        self.subjects_table = f"{prefix}_subjects"
+        self.meta_table = f"{prefix}_meta"
+        schema = Identifier(datastore.schema)
+        tables = {
+            self.meta_table: "key text PRIMARY KEY, value text NOT NULL",
+            self.ids_table: (
+                "event_id uuid PRIMARY KEY, originator_id uuid NOT NULL, "
+                "originator_version bigint NOT NULL"
+            ),
+            self.subjects_table: (
+                "originator_id uuid PRIMARY KEY, study text NOT NULL, subject text NOT NULL"
+            ),
+        }
+        for table, columns in tables.items():
+            self.sql_create_statements.append(
+                SQL("CREATE TABLE IF NOT EXISTS {schema}.{table} (" + columns + ")").format(
+                    schema=schema, table=Identifier(table)
+                )
+            )
+        refuse = Identifier(f"{prefix}_append_only")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{fn}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'protocolkit: % on % refused: the event log is "
+                "append-only', TG_OP, TG_TABLE_NAME; END $$"
+            ).format(schema=schema, fn=refuse)
+        )
+        for table in (events_table_name, self.ids_table, self.subjects_table, self.meta_table):
+            self.sql_create_statements.append(
+                SQL(
+                    "CREATE OR REPLACE TRIGGER {trigger} BEFORE UPDATE OR DELETE ON "
+                    "{schema}.{table} FOR EACH ROW EXECUTE FUNCTION {schema}.{fn}()"
+                ).format(
+                    trigger=Identifier(f"{table}_append_only"), schema=schema,
+                    table=Identifier(table), fn=refuse,
+                )
+            )
+            self.sql_create_statements.append(
+                SQL(
+                    "CREATE OR REPLACE TRIGGER {trigger} BEFORE TRUNCATE ON "
+                    "{schema}.{table} FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{fn}()"
+                ).format(
+                    trigger=Identifier(f"{table}_no_truncate"), schema=schema,
+                    table=Identifier(table), fn=refuse,
+                )
+            )
+        self._insert_ids = SQL("INSERT INTO {schema}.{table} VALUES (%s, %s, %s)").format(
+            schema=schema, table=Identifier(self.ids_table)
+        )
+        self._insert_subjects = SQL(
+            "INSERT INTO {schema}.{table} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+        ).format(schema=schema, table=Identifier(self.subjects_table))
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        # Still under the table lock, in the same transaction and pipeline as the events.
+        curs.executemany(self._insert_ids, kwargs["event_rows"])
+        curs.executemany(self._insert_subjects, kwargs["subject_rows"])
+        return ids
+
+    def _q(self, text: str, table: str) -> Composed:
+        return SQL(text).format(t0=Identifier(self.datastore.schema, table))
+
+    def init_meta(self, name: str) -> str:
+        """Record this store's name (first open only) and return the name recorded."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self._q("INSERT INTO {t0} VALUES ('store', %s), ('format', '1') "
+                        "ON CONFLICT DO NOTHING", self.meta_table),
+                (name,),
+            )
+            curs.execute(self._q("SELECT value FROM {t0} WHERE key = 'store'", self.meta_table))
+            row = curs.fetchone()
+            assert row is not None
+            return str(row["value"])
+
+    def locate(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+        """Where each known event id is stored: (subject stream id, version)."""
+        if not event_ids:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                self._q("SELECT event_id, originator_id, originator_version FROM {t0} "
+                        "WHERE event_id = ANY(%s)", self.ids_table),
+                (list(event_ids),),
+            )
+            return {
+                r["event_id"]: (r["originator_id"], int(r["originator_version"]))
+                for r in curs.fetchall()
+            }
+
+    def subjects(self) -> list[tuple[str, str, UUID]]:
+        """Every (study, subject, stream id) with at least one event, sorted."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._q("SELECT study, subject, originator_id FROM {t0} "
+                                 "ORDER BY study, subject", self.subjects_table))
+            return [(r["study"], r["subject"], r["originator_id"]) for r in curs.fetchall()]
+
+
+def check_postgres_tables(conninfo: str, schema: str, name: str) -> None:
+    """Refuse ``<name>_events`` if it exists without being a protocolkit store's table."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_name IN (%s, %s)",
+                (schema, f"{name}_events", f"{name}_meta"),
+            ).fetchall()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+    found = {r[0] for r in rows}
+    if f"{name}_events" in found and f"{name}_meta" not in found:
+        raise StoreError(
+            f"table {schema}.{name}_events exists but is not a protocolkit store's; "
+            "choose another store name (?name=...) or schema"
+        )

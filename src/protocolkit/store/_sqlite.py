@@ -1,0 +1,122 @@
+"""The SQLite recorder: eventsourcing's, plus side tables and append-only triggers."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+from protocolkit.errors import StoreError
+
+__all__ = ["SQLiteEventRecorder", "check_sqlite_file"]
+
+_REFUSE = "SELECT RAISE(ABORT, 'protocolkit: the event log is append-only')"
+_SIDE_TABLES = {
+    "protocolkit_meta": "key TEXT PRIMARY KEY, value TEXT NOT NULL",
+    "protocolkit_event_ids": (
+        "event_id TEXT PRIMARY KEY, originator_id TEXT NOT NULL, "
+        "originator_version INTEGER NOT NULL"
+    ),
+    "protocolkit_subjects": (
+        "originator_id TEXT PRIMARY KEY, study TEXT NOT NULL, subject TEXT NOT NULL"
+    ),
+}
+# The log and its indexes are append-only; meta is append-only too (its rows are identity).
+_GUARDED = ("stored_events", "protocolkit_event_ids", "protocolkit_subjects", "protocolkit_meta")
+
+
+class SQLiteEventRecorder(SQLiteApplicationRecorder):
+    """Records events in ``stored_events`` and, in the same transaction, their ids and subjects.
+
+    Triggers make the database itself refuse UPDATE and DELETE on every table of the log.
+    """
+
+    def construct_create_table_statements(self) -> list[str]:
+        """Eventsourcing's table, our side tables, and the append-only triggers."""
+        statements = super().construct_create_table_statements()
+        for table, columns in _SIDE_TABLES.items():
+            statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        for table in _GUARDED:
+            for action in ("UPDATE", "DELETE"):
+                statements.append(
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} "
+                    f"BEFORE {action} ON {table} BEGIN {_REFUSE}; END"
+                )
+        return statements
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events)
+        c.executemany("INSERT INTO protocolkit_event_ids VALUES (?,?,?)", kwargs["event_rows"])
+        c.executemany(
+            "INSERT OR IGNORE INTO protocolkit_subjects VALUES (?,?,?)", kwargs["subject_rows"]
+        )
+        return ids
+
+    def init_meta(self, name: str) -> str:
+        """Record this store's name (first open only) and return the name recorded."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("INSERT OR IGNORE INTO protocolkit_meta VALUES ('store', ?)", (name,))
+            c.execute("INSERT OR IGNORE INTO protocolkit_meta VALUES ('format', '1')")
+            c.execute("SELECT value FROM protocolkit_meta WHERE key='store'")
+            return str(c.fetchone()[0])
+
+    def locate(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+        """Where each known event id is stored: (subject stream id, version)."""
+        found: dict[UUID, tuple[UUID, int]] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(event_ids), 500):
+                chunk = [str(e) for e in event_ids[start : start + 500]]
+                c.execute(
+                    "SELECT event_id, originator_id, originator_version FROM "
+                    f"protocolkit_event_ids WHERE event_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    found[UUID(row[0])] = (UUID(row[1]), int(row[2]))
+        return found
+
+    def subjects(self) -> list[tuple[str, str, UUID]]:
+        """Every (study, subject, stream id) with at least one event, sorted."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT study, subject, originator_id FROM protocolkit_subjects "
+                      "ORDER BY study, subject")
+            return [(r[0], r[1], UUID(r[2])) for r in c.fetchall()]
+
+
+def check_sqlite_file(path: str, name: str) -> None:
+    """Refuse a file that holds another application's log or another store's.
+
+    SQLite files have one ``stored_events`` table whatever the application, so a file made by
+    another eventsourcing application, or by a protocolkit store of another name, is refused
+    before anything is created in it.
+    """
+    if path.startswith("file:"):
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.OperationalError:
+        return  # does not exist yet: it will be created as ours
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "stored_events" in tables and "protocolkit_meta" not in tables:
+            raise StoreError(
+                f"{path}: holds an event log that is not a protocolkit store; refusing to share it"
+            )
+        if "protocolkit_meta" in tables:
+            row = conn.execute("SELECT value FROM protocolkit_meta WHERE key='store'").fetchone()
+            if row is not None and row[0] != name:
+                raise StoreError(
+                    f"{path}: is the protocolkit store {row[0]!r}, not {name!r}; "
+                    "open it under its own name or use another file"
+                )
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a SQLite database ({exc})") from None
+    finally:
+        conn.close()
+
