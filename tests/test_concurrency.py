@@ -18,6 +18,14 @@ ROUNDS = 15
 
 
 def _worker(url: str, worker: int, queue: Any) -> None:
+    try:
+        queue.put(_append_rounds(url, worker))
+    except BaseException as exc:
+        queue.put(exc)
+        raise
+
+
+def _append_rounds(url: str, worker: int) -> tuple[list[str], list[str]]:
     from tests.helpers import dose
 
     stored: list[str] = []
@@ -33,19 +41,19 @@ def _worker(url: str, worker: int, queue: Any) -> None:
                 refused.extend(str(e.event_id) for e in batch)
             else:
                 stored.extend(str(e.event_id) for e in batch)
-    queue.put((stored, refused))
+    return stored, refused
 
 
 @pytest.mark.slow
 def test_processes_appending_to_the_same_subjects(store_url: str) -> None:
-    with open_store(store_url):
-        pass  # create the tables once, before the race
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(store_url, w, queue)) for w in range(WORKERS)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=120) for _ in procs]
+    results = [queue.get(timeout=300) for _ in procs]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

@@ -16,7 +16,6 @@ from typing import Any
 import click
 import orjson
 
-from protocolkit.corrections import effective_events
 from protocolkit.errors import ProtocolKitError
 from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
 from protocolkit.ingest import export_jsonl, import_jsonl
@@ -166,19 +165,16 @@ def _print_log(store: EventStore, subject: str, study: str | None, fmt: str) -> 
         for r in recorded:
             click.echo(orjson.dumps({"version": r.version, **event_to_json(r.event)}).decode())
         return
-    events = [r.event for r in recorded]
-    current = {e.event_id: e for e in effective_events(events)}
-    notes = _fix_notes(events)
+    notes = _fix_notes([r.event for r in recorded])
     rows = []
     for r in recorded:
         e = r.event
         status = notes.get(e.event_id, "")
-        shown = current.get(e.event_id, e)
         rows.append((
             str(r.version), e.occurred_at.format("YYYY-MM-DD HH:mm Z")
             + (" (date)" if e.time_precision == "day" else ""),
             e.recorded_at.in_timezone(e.occurred_at.timezone or "UTC").format("YYYY-MM-DD HH:mm"),
-            e.recorded_by, e.event_type, _describe(shown), status,
+            e.recorded_by, e.event_type, _describe(e), status,
         ))
     click.echo(f"{studies[0]} / {subject}: {len(recorded)} events\n")
     click.echo(_table(("#", "occurred", "recorded", "by", "event", "details", "status"), rows))

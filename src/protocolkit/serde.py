@@ -89,10 +89,9 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
     conv.register_structure_hook(bool, _strict(bool, "true or false"))
-    # Enums: let the attrs converters on the classes report the allowed values.
-    conv.register_structure_hook_func(
-        lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda v, _: v
-    )
+    # StrEnum first: its MRO puts str before Enum, and the strict str hook must not win.
+    conv.register_structure_hook(enum.StrEnum, _structure_enum)
+    conv.register_structure_hook(enum.Enum, _structure_enum)
     conv.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_changes)
     measurement = make_dict_structure_fn(Measurement, conv, _cattrs_forbid_extra_keys=True)
     conv.register_structure_hook(
@@ -103,6 +102,14 @@ def _make_converter() -> cattrs.Converter:
             cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
         )
     return conv
+
+
+def _structure_enum(value: Any, kind: type[enum.Enum]) -> enum.Enum:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in kind)
+        raise EventError(f"{value!r} is not one of {allowed}") from None
 
 
 def _structure_changes(value: Any, _: type[Any]) -> dict[str, Any]:
@@ -127,6 +134,8 @@ def dumps_event(event: Event) -> bytes:
 
 
 def _unknown_type(name: object) -> EventError:
+    if name is None:
+        return EventError("required field missing", field="type")
     if not isinstance(name, str):
         return EventError(f"expected the event type as a string, got {name!r}", field="type")
     close = difflib.get_close_matches(name, list(EVENT_TYPES), n=1)
@@ -209,9 +218,10 @@ def event_from_json(
     if not isinstance(data, dict):
         raise EventError(f"expected a JSON object, got {type(data).__name__}")
     body = dict(data)
-    cls = EVENT_TYPES.get(body.pop("type", None))
+    name = body.pop("type", None)
+    cls = EVENT_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise _unknown_type(data.get("type"))
+        raise _unknown_type(name)
     _measure_at_boundary(cls, body, catalogue or default_catalogue())
     return _structure(cls, body)
 

@@ -52,7 +52,10 @@ def parse_instant(text: str) -> pendulum.DateTime:
     if zone_name is None:
         offset = parsed.utcoffset()
         assert offset is not None  # is_aware checked it
-        return pendulum.instance(parsed, tz=FixedTimezone(int(offset.total_seconds())))
+        # replace(), not instance(tz=...): pendulum would turn a +00:00 offset into named UTC.
+        return pendulum.instance(parsed).replace(
+            tzinfo=FixedTimezone(int(offset.total_seconds()))
+        )
     try:
         zone = pendulum.timezone(zone_name)
     except Exception:  # pendulum raises its own InvalidTimezone; any failure means the same

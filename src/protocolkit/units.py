@@ -240,6 +240,8 @@ def to_decimal(value: object, *, field: str = "value") -> Decimal:
 
 
 _CANONICAL_DIGITS = Context(prec=12)
+#: No clinical value, in any unit, reaches 10**15 (1e15 /uL would still be 1e12 per litre).
+_MAX_EXPONENT = 15
 
 
 def _fraction_to_decimal(value: Fraction) -> Decimal:
@@ -247,7 +249,9 @@ def _fraction_to_decimal(value: Fraction) -> Decimal:
     result = _CANONICAL_DIGITS.divide(Decimal(value.numerator), Decimal(value.denominator))
     # Drop the noise of exact division (98.000 -> 98) but keep an integer's digits.
     normal = result.normalize()
-    return normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal
+    if normal == normal.to_integral_value():
+        return Decimal(int(normal))  # 1E+2 -> 100, without quantize's precision limit
+    return normal
 
 
 @attrs.frozen
@@ -367,6 +371,8 @@ class AnalyteCatalogue:
     def measure(self, code: str, value: object, unit: str) -> Measurement:
         """Check and convert a value as received (see :func:`measure`)."""
         number = to_decimal(value)
+        if number and number.adjusted() > _MAX_EXPONENT:
+            raise EventError(f"{value!r} is out of range for a clinical value", field="value")
         parse_unit(unit)
         analyte = self.analytes.get(code)
         if analyte is None:

@@ -91,6 +91,12 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{table} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
         ).format(schema=schema, table=Identifier(self.subjects_table))
 
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Serialise schema creation across processes: concurrent CREATE OR REPLACE TRIGGER
+        # statements on the same tables deadlock otherwise.
+        curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.events_table_name,))
+        super()._create_table(curs)
+
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
