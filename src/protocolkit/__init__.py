@@ -8,7 +8,7 @@ language, and an engine that replays the log against the protocol.
 True
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from protocolkit.corrections import apply_correction, effective_events
 from protocolkit.errors import (
@@ -66,8 +66,8 @@ from protocolkit.timeutil import format_instant, parse_instant
 from protocolkit.units import Measurement, MeasurementStatus, Quantity, measure, parse_unit
 
 try:
-    __version__ = version("protocolkit")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("protocolkit")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
