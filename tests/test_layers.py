@@ -20,6 +20,8 @@ LAYERS = {
     "corrections": 4,
     "store": 5,
     "ingest": 6,
+    "rules": 6,
+    "engine": 7,
     "cli": 9,
     "__main__": 9,
     "__init__": 9,

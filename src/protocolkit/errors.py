@@ -13,6 +13,9 @@ from typing import ClassVar
 
 __all__ = [
     "ConcurrencyError",
+    "RuleError",
+    "RuleErrors",
+    "RuleEvaluationError",
     "EventError",
     "EventValidationError",
     "ProtocolKitError",
@@ -118,3 +121,63 @@ class ConcurrencyError(StoreError):
 
 class StoreIntegrityError(StoreError):
     """The stored log breaks an invariant (an attempt to update or delete, or a foreign table)."""
+
+
+class RuleError(ProtocolKitError, ValueError):
+    """A protocol file is wrong: syntax, an unknown name, a type or unit mismatch, a window.
+
+    Every rule error names the file, line and column, and the rule it is in.
+    """
+
+    exit_code: ClassVar[int] = 65  # EX_DATAERR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str = "<protocol>",
+        line: int | None = None,
+        column: int | None = None,
+        rule: str | None = None,
+        suggestion: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+        self.rule = rule
+        self.suggestion = suggestion
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        rule = f" [{self.rule}]" if self.rule else ""
+        hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
+        return f"{where}{rule}: {self.message}{hint}"
+
+
+class RuleErrors(RuleError):
+    """Every problem found in one protocol file; ``errors`` lists them in file order."""
+
+    def __init__(self, errors: Sequence[RuleError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(
+            f"{len(self.errors)} problem(s)", source=first.source, line=first.line,
+            column=first.column, rule=first.rule,
+        )
+
+    def __str__(self) -> str:
+        return self.format_message()
+
+    def format_message(self) -> str:
+        """One line per problem."""
+        return "\n".join(str(e) for e in self.errors)
+
+
+class RuleEvaluationError(ProtocolKitError):
+    """A rule failed while being evaluated (a bug in the protocol that loading cannot see)."""
+
+    exit_code: ClassVar[int] = 70

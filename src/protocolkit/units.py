@@ -236,12 +236,17 @@ def to_decimal(value: object, *, field: str = "value") -> Decimal:
             raise EventError(f"expected a number, got {value!r}", field=field) from None
     if not result.is_finite():
         raise EventError(f"expected a finite number, got {value!r}", field=field)
+    if result and abs(result.adjusted()) > _MAX_DIGITS:
+        # Bounded before any arithmetic: 1E-1000000 would stall exact conversion for seconds.
+        raise EventError(f"{value!r} is out of range", field=field)
     return result
 
 
 _CANONICAL_DIGITS = Context(prec=12)
 #: No clinical value, in any unit, reaches 10**15 (1e15 /uL would still be 1e12 per litre).
 _MAX_EXPONENT = 15
+#: No number protocolkit reads has more than 30 digits before or after the point.
+_MAX_DIGITS = 30
 
 
 def _fraction_to_decimal(value: Fraction) -> Decimal:
