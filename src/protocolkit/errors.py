@@ -13,12 +13,12 @@ from typing import ClassVar
 
 __all__ = [
     "ConcurrencyError",
-    "RuleError",
-    "RuleErrors",
-    "RuleEvaluationError",
     "EventError",
     "EventValidationError",
     "ProtocolKitError",
+    "RuleError",
+    "RuleErrors",
+    "RuleEvaluationError",
     "StoreError",
     "StoreIntegrityError",
     "UnitError",
