@@ -1,0 +1,484 @@
+"""The engine: evaluate a protocol against one subject's history, purely and deterministically.
+
+``evaluate(protocol, history, at=..., known_at=...)`` is a function of its arguments only: the
+events recorded up to ``known_at`` (default: ``at``), with corrections applied and retractions
+removed (D7), ordered by clinical time; ties are broken by event type name and then event id,
+never by record order, so the same events in any record order give the same result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+import attrs
+import pendulum
+
+from protocolkit.corrections import effective_events
+from protocolkit.errors import RuleEvaluationError
+from protocolkit.events import Event, SubjectRegistered
+from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol
+from protocolkit.rules._compile import Ctx, _as_date, _truthy, study_day, study_day_date
+from protocolkit.rules._values import EventView, Instant, Qty, Unknown, field_value, instant_of
+from protocolkit.store import RecordedEvent
+from protocolkit.units import Measurement
+
+__all__ = [
+    "CriterionResult",
+    "DataQuery",
+    "DeviationResult",
+    "EndpointResult",
+    "Evaluation",
+    "evaluate",
+    "order_key",
+]
+
+
+@attrs.frozen
+class CriterionResult:
+    """One criterion's verdict: met, not met, unknown or not applicable."""
+
+    id: str
+    kind: str
+    text: str
+    verdict: str
+    #: For an unknown verdict: the facts that would decide it.
+    missing: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
+    note: str | None = None
+    path: str = ""
+
+
+@attrs.frozen
+class DeviationResult:
+    """One protocol deviation with the events that prove it."""
+
+    code: str
+    text: str
+    category: str
+    importance: str
+    date: str | None
+    study_day: int | None
+    evidence: tuple[str, ...]
+    path: str = ""
+
+
+@attrs.frozen
+class EndpointResult:
+    """An endpoint: the value selected in its window, its status and response."""
+
+    id: str
+    text: str
+    status: str  # in window | open | missing | unknown | not evaluable | not applicable
+    value: str | None = None
+    unit: str | None = None
+    as_received: str | None = None
+    date: str | None = None
+    study_day: int | None = None
+    window: tuple[str, str] | None = None
+    target: str | None = None
+    baseline: str | None = None
+    response: str | None = None
+    missing: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
+    path: str = ""
+
+
+@attrs.frozen
+class DataQuery:
+    """A data problem a monitor must resolve (implausible value, an order that cannot be known)."""
+
+    rule: str | None
+    reason: str
+    evidence: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Evaluation:
+    """Everything the protocol says about one subject at one evaluation time."""
+
+    protocol: str
+    protocol_version: str
+    study: str
+    subject: str
+    evaluated_at: str
+    known_at: str
+    eligibility: str  # eligible | ineligible | pending
+    criteria: tuple[CriterionResult, ...]
+    deviations: tuple[DeviationResult, ...]
+    endpoints: tuple[EndpointResult, ...]
+    data_queries: tuple[DataQuery, ...]
+    day1: str | None = None
+
+    def criterion(self, rule_id: str) -> CriterionResult:
+        """The result of one criterion by id."""
+        return next(c for c in self.criteria if c.id == rule_id)
+
+    def endpoint(self, rule_id: str) -> EndpointResult:
+        """The result of one endpoint by id."""
+        return next(e for e in self.endpoints if e.id == rule_id)
+
+    def deviation_codes(self) -> list[str]:
+        """The codes of the deviations found, in order."""
+        return [d.code for d in self.deviations]
+
+
+def order_key(event: Event) -> tuple[dt.datetime, str, str]:
+    """Clinical-time order: the UTC instant, then event type, then event id (never record order)."""
+    return (event.occurred_at.astimezone(dt.UTC), event.event_type, str(event.event_id))
+
+
+def evaluate(
+    protocol: Protocol,
+    history: Iterable[Event | RecordedEvent],
+    *,
+    at: dt.datetime | None = None,
+    known_at: dt.datetime | None = None,
+) -> Evaluation:
+    """Evaluate ``protocol`` for the subject whose events are ``history``.
+
+    Args:
+        protocol: a loaded protocol (:func:`protocolkit.rules.load_protocol`).
+        history: one subject's events, in any order.
+        at: the evaluation time ("now"; default: the present). A window that has not closed
+            by then is open, never missing (D8).
+        known_at: count only events recorded up to this time (default: ``at``).
+    """
+    now = pendulum.instance(at) if at is not None else pendulum.now("UTC")
+    known = pendulum.instance(known_at) if known_at is not None else now
+    events = [h.event if isinstance(h, RecordedEvent) else h for h in history]
+    subjects = {(e.study, e.subject) for e in events}
+    if len(subjects) > 1:
+        raise RuleEvaluationError(f"evaluate() takes one subject's events, got {len(subjects)}")
+    study, subject = next(iter(subjects)) if subjects else ("", "")
+    recorded = [e for e in events if e.recorded_at <= known]
+    current = sorted(effective_events(recorded), key=order_key)
+    zone = _zone(protocol, current)
+    views = [
+        EventView(e, instant_of(e.occurred_at, zone, e.time_precision), i)
+        for i, e in enumerate(current)
+    ]
+    by_type: dict[str, list[EventView]] = {}
+    for view in views:
+        by_type.setdefault(view.type, []).append(view)
+    ctx = Ctx(by_type=by_type, now=instant_of(now, zone, _INSTANT), zone=zone)
+    return _Run(protocol, ctx, views, study=study, subject=subject, now=now, known=known).run()
+
+
+_INSTANT = __import__("protocolkit.events", fromlist=["TimePrecision"]).TimePrecision.INSTANT
+
+
+def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
+    for event in reversed(events):
+        if isinstance(event, SubjectRegistered) and getattr(event, "time_zone", None):
+            return pendulum.timezone(event.time_zone)  # type: ignore[attr-defined]
+    return protocol.tzinfo or pendulum.timezone("UTC")
+
+
+class _Run:
+    def __init__(self, protocol: Protocol, ctx: Ctx, views: list[EventView], *, study: str,
+                 subject: str, now: pendulum.DateTime, known: pendulum.DateTime) -> None:
+        self.protocol = protocol
+        self.ctx = ctx
+        self.views = views
+        self.by_id = {v.event.event_id: v for v in views}
+        self.study, self.subject, self.now, self.known = study, subject, now, known
+        self.queries: list[DataQuery] = []
+        self.criteria: dict[str, CriterionResult] = {}
+        self.endpoints: dict[str, EndpointResult] = {}
+        self.selected: dict[str, Any] = {}
+        self.overall: str | None = None
+        ctx.rules = self.lookup
+
+    # --- rule references ---------------------------------------------------------------------
+
+    def lookup(self, rule_id: str, what: str) -> Any:
+        if what == "eligibility":
+            return self.eligibility()
+        for criterion in self.protocol.criteria:
+            if criterion.id == rule_id:
+                return self.criterion(criterion).verdict
+        for endpoint in self.protocol.endpoints:
+            if endpoint.id == rule_id:
+                result = self.endpoint(endpoint)
+                if what == "status":
+                    return result.status
+                if what == "response":
+                    return result.response if result.response else Unknown(
+                        (f"{rule_id} has no response",))
+                return self.selected.get(rule_id, Unknown((f"{rule_id} has no value",)))
+        raise RuleEvaluationError(f"no rule {rule_id}")
+
+    # --- the evaluation ----------------------------------------------------------------------
+
+    def run(self) -> Evaluation:
+        criteria = tuple(self.criterion(c) for c in self.protocol.criteria)
+        overall = self.eligibility()
+        endpoints = tuple(self.endpoint(e) for e in self.protocol.endpoints)
+        deviations = tuple(d for rule in self.protocol.deviations for d in self.deviation(rule))
+        for view in self.views:
+            for value in attrs.astuple(view.event, recurse=False):
+                if isinstance(value, Measurement) and not value.usable:
+                    self._query(None, f"{view.type}: {value} is implausible for its unit",
+                                {view.event.event_id})
+        day1 = self._day1()
+        return Evaluation(
+            protocol=self.protocol.id, protocol_version=self.protocol.version,
+            study=self.study, subject=self.subject,
+            evaluated_at=self.now.isoformat(), known_at=self.known.isoformat(),
+            eligibility=overall, criteria=criteria, deviations=deviations,
+            endpoints=endpoints, data_queries=tuple(_unique(self.queries)),
+            day1=day1.isoformat() if day1 else None,
+        )
+
+    def _fresh(self) -> None:
+        self.ctx.touched = set()
+        self.ctx.locals = {}
+
+    def _evidence(self, extra: Iterable[UUID] = ()) -> tuple[str, ...]:
+        ids = set(self.ctx.touched) | set(extra)
+        ordered = sorted((self.by_id[i] for i in ids if i in self.by_id), key=lambda v: v.index)
+        return tuple(str(v.event.event_id) for v in ordered)
+
+    def _query(self, rule: str | None, reason: str, evidence: Iterable[UUID] = ()) -> None:
+        ids = sorted(str(i) for i in evidence)
+        self.queries.append(DataQuery(rule, reason, tuple(ids)))
+
+    def _note_unknown(self, rule: str, value: Unknown) -> None:
+        if value.query:
+            for reason in value.reasons:
+                self._query(rule, reason, self.ctx.touched)
+
+    def criterion(self, rule: Criterion) -> CriterionResult:
+        if rule.id in self.criteria:
+            return self.criteria[rule.id]
+        self._fresh()
+        verdict, note = "met", None
+        missing: tuple[str, ...] = ()
+        applies = _truthy(rule.applies(self.ctx, None)) if rule.applies else True
+        if applies is False:
+            verdict = "not applicable"
+        elif isinstance(applies, Unknown):
+            verdict, missing = "unknown", applies.reasons
+            self._note_unknown(rule.id, applies)
+        else:
+            met = _truthy(rule.met(self.ctx, None))
+            if isinstance(met, Unknown):
+                self._note_unknown(rule.id, met)
+                if rule.unknown_as is not None:
+                    verdict, note = rule.unknown_as
+                else:
+                    verdict, missing = "unknown", met.reasons
+            else:
+                verdict = "met" if met else "not met"
+        result = CriterionResult(rule.id, rule.kind, rule.text, verdict, tuple(missing),
+                                 self._evidence(), note, rule.path)
+        self.criteria[rule.id] = result
+        return result
+
+    def eligibility(self) -> str:
+        if self.overall is not None:
+            return self.overall
+        results = [self.criterion(c) for c in self.protocol.criteria]
+        failed = any(
+            (r.kind == "inclusion" and r.verdict == "not met")
+            or (r.kind == "exclusion" and r.verdict == "met") for r in results
+        )
+        if failed:
+            self.overall = "ineligible"
+        elif all(r.verdict in ("met", "not applicable") if r.kind == "inclusion"
+                 else r.verdict in ("not met", "not applicable") for r in results):
+            self.overall = "eligible"
+        else:
+            self.overall = "pending"
+        return self.overall
+
+    def deviation(self, rule: Deviation) -> list[DeviationResult]:
+        self._fresh()
+        if rule.applies is not None:
+            applies = _truthy(rule.applies(self.ctx, None))
+            if applies is not True:
+                if isinstance(applies, Unknown):
+                    self._note_unknown(rule.id, applies)
+                return []
+        subjects: list[EventView | None] = [None]
+        if rule.for_each is not None:
+            subjects = list(rule.for_each(self.ctx, None).items)
+        found: list[DeviationResult] = []
+        for view in subjects:
+            self._fresh()
+            fired = rule.fires(self.ctx, view)
+            if isinstance(fired, Unknown):
+                self._note_unknown(rule.id, fired)
+                continue
+            runs: list[list[EventView]]
+            if isinstance(fired, list) and fired and isinstance(fired[0], list):
+                runs = fired
+            elif _truthy(fired) is True:
+                runs = [[view] if view is not None else []]
+            else:
+                continue
+            touched = set(self.ctx.touched)
+            for run in runs:
+                found.append(self._occurrence(rule, run, touched))
+        return found
+
+    def _occurrence(self, rule: Deviation, run: list[EventView],
+                    touched: set[UUID]) -> DeviationResult:
+        ids = touched | {v.event.event_id for v in run}
+        importance = rule.importance
+        if rule.important is not None:
+            self.ctx.locals = {"occurrence": run}
+            anchor = run[-1] if run else None
+            if _truthy(rule.important(self.ctx, anchor)) is True:
+                importance = "important"
+        self.ctx.touched = ids
+        evidence = self._evidence()
+        last = max((self.by_id[UUID(i)] for i in evidence), key=lambda v: v.index, default=None)
+        date = last.instant.local_date if last else None
+        day1 = self._day1()
+        day = study_day(date, day1) if date and day1 else None
+        return DeviationResult(rule.id, rule.text, rule.category, importance,
+                               date.isoformat() if date else None, day, evidence, rule.path)
+
+    def _day1(self) -> dt.date | None:
+        name = self.protocol.study_day_anchor
+        if name is None or name not in self.protocol.globals:
+            return None
+        glob = self.protocol.globals[name]
+        saved = set(self.ctx.touched)
+        value = self.ctx.memo[name] if name in self.ctx.memo else glob.fn(self.ctx, None)
+        self.ctx.memo[name] = value
+        self.ctx.touched = saved
+        day = _as_date(value)
+        return day if isinstance(day, dt.date) else None
+
+    def endpoint(self, rule: Endpoint) -> EndpointResult:
+        if rule.id in self.endpoints:
+            return self.endpoints[rule.id]
+        saved_touched, saved_locals = self.ctx.touched, self.ctx.locals
+        self._fresh()
+        try:
+            result = self._endpoint(rule)
+        finally:
+            self.ctx.touched, self.ctx.locals = saved_touched, saved_locals
+        self.endpoints[rule.id] = result
+        return result
+
+    def _endpoint(self, rule: Endpoint) -> EndpointResult:
+        def done(status: str, **kw: Any) -> EndpointResult:
+            return EndpointResult(rule.id, rule.text, status, path=rule.path,
+                                  evidence=self._evidence(), **kw)
+
+        if rule.applies is not None:
+            applies = _truthy(rule.applies(self.ctx, None))
+            if applies is False:
+                return done("not applicable")
+            if isinstance(applies, Unknown):
+                return done("unknown", missing=applies.reasons)
+        anchor = self.protocol.globals[rule.anchor]
+        anchor_value = self.ctx.memo.get(rule.anchor)
+        if anchor_value is None:
+            anchor_value = anchor.fn(self.ctx, None)
+            self.ctx.memo[rule.anchor] = anchor_value
+        if isinstance(anchor_value, Unknown):
+            return done("not applicable", missing=anchor_value.reasons)
+        lo, hi = (study_day_date(anchor_value, d) for d in rule.window)
+        target = study_day_date(anchor_value, rule.target)
+        day1 = _as_date(anchor_value)
+        window = (lo.isoformat(), hi.isoformat())
+        candidates = [v for v in rule.values(self.ctx, None).items
+                      if lo <= v.instant.local_date <= hi]
+        usable = [v for v in candidates if not isinstance(_result(v, self.ctx), Unknown)]
+        if not usable:
+            if candidates:
+                self.ctx.touched |= {v.event.event_id for v in candidates}
+                self._query(rule.id, "only implausible values in the window",
+                            self.ctx.touched)
+                return done("unknown", window=window, target=target.isoformat(),
+                            missing=("a plausible value in the window",))
+            if self.ctx.now.local_date <= hi:
+                return done("open", window=window, target=target.isoformat())
+            return done("missing", window=window, target=target.isoformat(), response="missing")
+        chosen = select_closest(usable, target, later=rule.ties == "later")
+        self.ctx.touch(chosen)
+        value = _result(chosen, self.ctx)
+        self.selected[rule.id] = chosen
+        self.ctx.locals["value"] = value
+        baseline_text = None
+        if rule.baseline is not None:
+            base = rule.baseline(self.ctx, chosen)
+            if isinstance(base, EventView):
+                base = _result(base, self.ctx)
+            self.ctx.locals["baseline"] = base
+            baseline_text = base.shown() if isinstance(base, Qty) else None
+        status, response = "in window", rule.default
+        missing: tuple[str, ...] = ()
+        if rule.evaluable is not None:
+            ok = _truthy(rule.evaluable(self.ctx, chosen))
+            if ok is False:
+                status, response = "not evaluable", "not evaluable"
+        if status == "in window":
+            for category, condition in rule.responses:
+                verdict = _truthy(condition(self.ctx, chosen))
+                if verdict is True:
+                    response = category
+                    break
+                if isinstance(verdict, Unknown):
+                    response, missing = "pending", verdict.reasons
+                    self._note_unknown(rule.id, verdict)
+                    break
+        measurement = getattr(chosen.event, "result", None)
+        as_received = f"{measurement.value} {measurement.unit}" if isinstance(
+            measurement, Measurement) else None
+        shown = _shown(value)
+        return done(
+            status, value=shown[0], unit=shown[1], as_received=as_received,
+            date=chosen.instant.local_date.isoformat(),
+            study_day=study_day(chosen.instant.local_date, day1) if isinstance(day1, dt.date)
+            else None,
+            window=window, target=target.isoformat(), baseline=baseline_text,
+            response=response, missing=tuple(missing),
+        )
+
+
+def select_closest(views: Sequence[EventView], target: dt.date, *, later: bool) -> EventView:
+    """The view closest to ``target`` (D4): nearest date; a tie goes later (or earlier);
+    on the same date the later (or earlier) collection time, then clinical order.
+    """
+    sign = -1 if later else 1
+
+    def key(view: EventView) -> tuple[int, int, float, int]:
+        offset = (view.instant.local_date - target).days
+        return (abs(offset), sign * offset, sign * view.instant.utc.timestamp(),
+                sign * view.index)
+
+    return min(views, key=key)
+
+
+def _result(view: EventView, ctx: Ctx) -> Any:
+    if hasattr(view.event, "result"):
+        return field_value(view, "result", ctx.zone)
+    return view.instant
+
+
+def _shown(value: Any) -> tuple[str | None, str | None]:
+    if isinstance(value, Qty):
+        number = value.in_unit(value.unit) if value.unit != "1" else value.base
+        text = str(number.numerator) if number.denominator == 1 else f"{float(number):.6g}"
+        return text, (None if value.unit == "1" else value.unit)
+    if isinstance(value, Instant):
+        return value.shown(), None
+    return (None, None) if value is None else (str(value), None)
+
+
+def _unique(queries: list[DataQuery]) -> list[DataQuery]:
+    seen: dict[tuple[str | None, str], DataQuery] = {}
+    for query in queries:
+        seen.setdefault((query.rule, query.reason), query)
+    return list(seen.values())
+
+
+_ = (Callable, Instant)

@@ -1,0 +1,195 @@
+"""Runtime values of the protocol language: quantities, instants, Kleene truth, event views."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any, Union
+
+import attrs
+
+from protocolkit.events import Event, TimePrecision
+from protocolkit.units import Measurement, MeasurementStatus, Quantity, Unit, parse_unit
+
+__all__ = [
+    "EventView",
+    "Instant",
+    "Qty",
+    "Unknown",
+    "Value",
+    "is_unknown",
+    "kleene_and",
+    "kleene_not",
+    "kleene_or",
+]
+
+
+@attrs.frozen
+class Unknown:
+    """A value the facts do not decide. ``reasons`` name what would decide it."""
+
+    reasons: tuple[str, ...] = ()
+    #: True when the reason is a data problem to query (implausible value, same-day order).
+    query: bool = False
+
+    def merge(self, other: Unknown) -> Unknown:
+        """Both unknowns' reasons, in order, without repeats."""
+        reasons = tuple(dict.fromkeys(self.reasons + other.reasons))
+        return Unknown(reasons, self.query or other.query)
+
+
+def is_unknown(value: object) -> bool:
+    """Whether ``value`` is :class:`Unknown`."""
+    return isinstance(value, Unknown)
+
+
+@attrs.frozen(order=False)
+class Qty:
+    """A quantity in coherent base units (exact), remembering the unit it was written in."""
+
+    base: Fraction
+    dimension: tuple[int, ...]
+    unit: str
+
+    @classmethod
+    def of(cls, value: Any, unit: str) -> Qty:
+        """The quantity ``value unit``."""
+        parsed: Unit = parse_unit(unit)
+        return cls(Fraction(value) * parsed.factor, parsed.dimension, unit)
+
+    @classmethod
+    def number(cls, value: Any) -> Qty:
+        """A dimensionless number."""
+        return cls(Fraction(value), (0, 0, 0, 0, 0, 0), "1")
+
+    @property
+    def is_number(self) -> bool:
+        """Whether this is a plain number (dimensionless, written without a unit)."""
+        return self.unit == "1"
+
+    def in_unit(self, unit: str) -> Fraction:
+        """The magnitude in ``unit``."""
+        return self.base / parse_unit(unit).factor
+
+    def shown(self) -> str:
+        """Text in the unit it was written in."""
+        value = self.in_unit(self.unit) if self.unit != "1" else self.base
+        number = _fraction_text(value)
+        return number if self.unit == "1" else f"{number} {self.unit}"
+
+
+def _fraction_text(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.6g}"
+
+
+@attrs.frozen(order=False)
+class Instant:
+    """A point in time: UTC timestamp, the site-local date, and whether only the date is known."""
+
+    utc: dt.datetime
+    local_date: dt.date
+    day_only: bool = False
+
+    def shown(self) -> str:
+        """Text: the local date, or the UTC time."""
+        return self.local_date.isoformat() if self.day_only else self.utc.isoformat()
+
+
+@attrs.frozen(eq=False)
+class EventView:
+    """An event as rules see it: its instant in the site's zone and its fields."""
+
+    event: Event
+    instant: Instant
+    #: Position in the subject's clinical-time order (stable; see ``engine.order_key``).
+    index: int
+
+    @property
+    def type(self) -> str:
+        """The event type name."""
+        return self.event.event_type
+
+
+Value = Union[
+    bool, Qty, Instant, dt.date, str, EventView, "list[EventView]", "list[list[EventView]]",
+    Unknown, None,
+]
+
+
+def kleene_not(value: object) -> object:
+    """Three-valued not."""
+    if isinstance(value, Unknown):
+        return value
+    return not _truth(value)
+
+
+def kleene_and(values: Sequence[object]) -> object:
+    """Three-valued and: false wins, then unknown."""
+    unknown: Unknown | None = None
+    for value in values:
+        if isinstance(value, Unknown):
+            unknown = value if unknown is None else unknown.merge(value)
+        elif not _truth(value):
+            return False
+    return unknown if unknown is not None else True
+
+
+def kleene_or(values: Sequence[object]) -> object:
+    """Three-valued or: true wins, then unknown."""
+    unknown: Unknown | None = None
+    for value in values:
+        if isinstance(value, Unknown):
+            unknown = value if unknown is None else unknown.merge(value)
+        elif _truth(value):
+            return True
+    return unknown if unknown is not None else False
+
+
+def _truth(value: object) -> bool:
+    if isinstance(value, list):
+        return bool(value)
+    return bool(value)
+
+
+def field_value(view: EventView, name: str, zone: Any) -> object:
+    """A field of an event as a rule value (measurements as canonical quantities)."""
+    event = view.event
+    if name == "occurred_at":
+        return view.instant
+    if name == "recorded_at":
+        return instant_of(event.recorded_at, zone, TimePrecision.INSTANT)
+    value = getattr(event, name)
+    if isinstance(value, Measurement):
+        if value.status is MeasurementStatus.IMPLAUSIBLE:
+            return Unknown(
+                (f"{event.event_type} {event.event_id}: {value.value} {value.unit} is "
+                 "implausible for its unit (data query)",),
+                query=True,
+            )
+        assert value.canonical_value is not None and value.canonical_unit is not None
+        return Qty.of(value.canonical_value, value.canonical_unit)
+    if isinstance(value, Quantity):
+        return Qty.of(value.value, value.unit)
+    if isinstance(value, dt.datetime):
+        return instant_of(value, zone, TimePrecision.INSTANT)
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool | dt.date | str) or value is None:
+        return value
+    if isinstance(value, int):
+        return Qty.number(value)
+    return str(value)
+
+
+def instant_of(value: dt.datetime, zone: Any, precision: TimePrecision) -> Instant:
+    """The instant of an aware datetime, with its date in ``zone`` (the site's, D1/D8)."""
+    utc = value.astimezone(dt.UTC)
+    if precision is TimePrecision.DAY:
+        # A date-only fact: its date is the one written, in the zone it was written in.
+        return Instant(utc, value.date(), True)
+    local = value.astimezone(zone) if zone is not None else value
+    return Instant(utc, local.date(), False)
