@@ -445,8 +445,10 @@ class _Run:
 
 
 def select_closest(views: Sequence[EventView], target: dt.date, *, later: bool) -> EventView:
-    """The view closest to ``target`` (D4): nearest date; a tie goes later (or earlier);
-    on the same date the later (or earlier) collection time, then clinical order.
+    """The view closest to ``target`` (D4).
+
+    Nearest date first; a tie goes later (or earlier); on the same date the later (or
+    earlier) collection time, then clinical order.
     """
     sign = -1 if later else 1
 
