@@ -15,12 +15,17 @@ from typing import Any
 
 import click
 import orjson
+import pendulum
 
-from protocolkit.errors import ProtocolKitError
+from protocolkit.engine import evaluate
+from protocolkit.errors import ProtocolKitError, RuleErrors
 from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
 from protocolkit.ingest import export_jsonl, import_jsonl
+from protocolkit.report import evaluation_to_json, explain, render_text
+from protocolkit.rules import Protocol, default_protocol_path, load_protocol
 from protocolkit.serde import event_to_json
 from protocolkit.store import EventStore, open_store
+from protocolkit.timeutil import parse_instant
 
 __all__ = ["main"]
 
@@ -116,6 +121,119 @@ def subjects_command(study: str | None, store_url: str | None) -> None:
     with _open(store_url) as store:
         rows = [(s, subj, str(store.version(s, subj))) for s, subj in store.subjects(study)]
         click.echo(_table(("study", "subject", "events"), rows))
+
+
+def _protocol(path: Path | None) -> Protocol:
+    if path is None:
+        return load_protocol(default_protocol_path())
+    return load_protocol(path)
+
+
+def _instant_option(value: str | None, zone: str | None) -> pendulum.DateTime | None:
+    """An instant from RFC 9557 text, or a date meaning the end of that day in the site zone."""
+    if value is None:
+        return None
+    if len(value) == 10:
+        try:
+            day = pendulum.parse(value, tz=zone or "UTC")
+        except Exception:
+            raise click.BadParameter(f"not a date or date-time: {value}") from None
+        assert isinstance(day, pendulum.DateTime)
+        return day.end_of("day")
+    try:
+        return parse_instant(value)
+    except ProtocolKitError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_protocol_option = click.option(
+    "--protocol", "protocol_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The protocol file (default: the embedded NCT03918265 protocol).",
+)
+_at_option = click.option("--at", "at_text", metavar="TIME",
+                          help="Evaluation time (RFC 9557 date-time, or a date meaning its end in "
+                               "the site's zone; default: now).")
+_known_option = click.option("--known-at", "known_text", metavar="TIME",
+                             help="Use only events recorded up to this time (default: --at).")
+
+
+@cli.command("check-rules")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+def check_rules_command(files: tuple[Path, ...]) -> None:
+    """Check protocol files: print every problem (file:line:column [rule]) or a summary."""
+    failures: list[ProtocolKitError] = []
+    for path in files:
+        try:
+            protocol = load_protocol(path)
+        except ProtocolKitError as exc:
+            failures.append(exc)
+            continue
+        click.echo(f"{path}: ok: {protocol.id} v{protocol.version} (effective "
+                   f"{protocol.effective}), {len(protocol.criteria)} criteria, "
+                   f"{len(protocol.deviations)} deviation rules, "
+                   f"{len(protocol.endpoints)} endpoints")
+    if failures:
+        raise failures[0] if len(failures) == 1 else RuleErrors(
+            [e for f in failures for e in getattr(f, "errors", [f])])
+
+
+@cli.command("evaluate")
+@click.argument("subjects", nargs=-1)
+@_protocol_option
+@_at_option
+@_known_option
+@_store_option
+@_format_option
+def evaluate_command(subjects: tuple[str, ...], protocol_path: Path | None, at_text: str | None,
+                     known_text: str | None, store_url: str | None, fmt: str) -> None:
+    """Evaluate the protocol for subjects in the store (all of the study's by default)."""
+    protocol = _protocol(protocol_path)
+    at = _instant_option(at_text, protocol.zone)
+    known = _instant_option(known_text, protocol.zone)
+    with _open(store_url) as store:
+        results = [evaluate(protocol, store.history(protocol.id, s), at=at, known_at=known)
+                   for s in _subjects(store, protocol, subjects)]
+    if fmt == "json":
+        click.echo(orjson.dumps([evaluation_to_json(r) for r in results],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo("\n\n".join(render_text(r) for r in results))
+
+
+@cli.command("explain")
+@click.argument("subject")
+@click.argument("rule")
+@_protocol_option
+@_at_option
+@_known_option
+@_store_option
+def explain_command(subject: str, rule: str, protocol_path: Path | None, at_text: str | None,
+                    known_text: str | None, store_url: str | None) -> None:
+    """Show the evidence behind one verdict (a criterion, deviation code or endpoint)."""
+    protocol = _protocol(protocol_path)
+    at = _instant_option(at_text, protocol.zone)
+    known = _instant_option(known_text, protocol.zone)
+    with _open(store_url) as store:
+        [subject] = _subjects(store, protocol, (subject,))
+        events = [r.event for r in store.history(protocol.id, subject)]
+    result = evaluate(protocol, events, at=at, known_at=known)
+    click.echo(explain(result, rule, events))
+
+
+def _subjects(store: EventStore, protocol: Protocol, wanted: Sequence[str]) -> list[str]:
+    present = [s for _, s in store.subjects(protocol.id)]
+    if not wanted:
+        if not present:
+            raise click.ClickException(
+                f"no subjects of study {protocol.id} in {store.location.display}")
+        return present
+    missing = [s for s in wanted if s not in present]
+    if missing:
+        raise click.ClickException(
+            f"no events for {', '.join(missing)} in study {protocol.id} "
+            f"({store.location.display})")
+    return list(wanted)
 
 
 @cli.command("schema")

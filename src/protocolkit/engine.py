@@ -20,7 +20,14 @@ from protocolkit.corrections import effective_events
 from protocolkit.errors import RuleEvaluationError
 from protocolkit.events import Event, SubjectRegistered
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol
-from protocolkit.rules._compile import Ctx, _as_date, _truthy, study_day, study_day_date
+from protocolkit.rules._compile import (
+    Ctx,
+    _as_date,
+    _truthy,
+    global_value,
+    study_day,
+    study_day_date,
+)
 from protocolkit.rules._values import EventView, Instant, Qty, Unknown, field_value, instant_of
 from protocolkit.store import RecordedEvent
 from protocolkit.units import Measurement
@@ -172,8 +179,8 @@ _INSTANT = __import__("protocolkit.events", fromlist=["TimePrecision"]).TimePrec
 
 def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
     for event in reversed(events):
-        if isinstance(event, SubjectRegistered) and getattr(event, "time_zone", None):
-            return pendulum.timezone(event.time_zone)  # type: ignore[attr-defined]
+        if isinstance(event, SubjectRegistered) and event.time_zone:
+            return pendulum.timezone(event.time_zone)
     return protocol.tzinfo or pendulum.timezone("UTC")
 
 
@@ -196,17 +203,22 @@ class _Run:
 
     def lookup(self, rule_id: str, what: str) -> Any:
         if what == "eligibility":
-            return self.eligibility()
+            overall = self.eligibility()
+            for result in self.criteria.values():
+                if (result.kind, result.verdict) in (("inclusion", "not met"),
+                                                     ("exclusion", "met")):
+                    self.ctx.touched |= {UUID(i) for i in result.evidence}
+            return overall
         for criterion in self.protocol.criteria:
             if criterion.id == rule_id:
                 return self.criterion(criterion).verdict
         for endpoint in self.protocol.endpoints:
             if endpoint.id == rule_id:
-                result = self.endpoint(endpoint)
+                outcome = self.endpoint(endpoint)
                 if what == "status":
-                    return result.status
+                    return outcome.status
                 if what == "response":
-                    return result.response if result.response else Unknown(
+                    return outcome.response if outcome.response else Unknown(
                         (f"{rule_id} has no response",))
                 return self.selected.get(rule_id, Unknown((f"{rule_id} has no value",)))
         raise RuleEvaluationError(f"no rule {rule_id}")
@@ -320,7 +332,10 @@ class _Run:
                 runs = [[view] if view is not None else []]
             else:
                 continue
-            touched = set(self.ctx.touched)
+            # A run of `consecutive` is its own evidence; any other firing cites what its
+            # condition used.
+            is_runs = fired is runs
+            touched = set() if is_runs else set(self.ctx.touched)
             for run in runs:
                 found.append(self._occurrence(rule, run, touched))
         return found
@@ -340,17 +355,15 @@ class _Run:
         date = last.instant.local_date if last else None
         day1 = self._day1()
         day = study_day(date, day1) if date and day1 else None
-        return DeviationResult(rule.id, rule.text, rule.category, importance,
+        return DeviationResult(rule.code or rule.id, rule.text, rule.category, importance,
                                date.isoformat() if date else None, day, evidence, rule.path)
 
     def _day1(self) -> dt.date | None:
         name = self.protocol.study_day_anchor
         if name is None or name not in self.protocol.globals:
             return None
-        glob = self.protocol.globals[name]
         saved = set(self.ctx.touched)
-        value = self.ctx.memo[name] if name in self.ctx.memo else glob.fn(self.ctx, None)
-        self.ctx.memo[name] = value
+        value = global_value(self.ctx, self.protocol.globals[name])
         self.ctx.touched = saved
         day = _as_date(value)
         return day if isinstance(day, dt.date) else None
@@ -378,11 +391,7 @@ class _Run:
                 return done("not applicable")
             if isinstance(applies, Unknown):
                 return done("unknown", missing=applies.reasons)
-        anchor = self.protocol.globals[rule.anchor]
-        anchor_value = self.ctx.memo.get(rule.anchor)
-        if anchor_value is None:
-            anchor_value = anchor.fn(self.ctx, None)
-            self.ctx.memo[rule.anchor] = anchor_value
+        anchor_value = global_value(self.ctx, self.protocol.globals[rule.anchor])
         if isinstance(anchor_value, Unknown):
             return done("not applicable", missing=anchor_value.reasons)
         lo, hi = (study_day_date(anchor_value, d) for d in rule.window)

@@ -204,7 +204,7 @@ class Compiler:
 
     def _x_name(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         name = str(node.children[0])
-        is_field = it is not None and _has_field(it, name)
+        is_field = it is not None and bool(it.types) and _has_field(it, name)
         if name in self.local_types:
             ty = self.local_types[name]
             return (lambda ctx, _it: ctx.locals.get(name, Unknown((f"no {name}",)))), ty
@@ -216,8 +216,8 @@ class Compiler:
             if glob.kind == "define":
                 self.error(node, f"{name!r} is a set of events: write ${name}")
             return _memo(glob), glob.ty
-        if is_field:
-            assert it is not None
+        if is_field or (it is not None and not it.types and it.kind in ("event", "any")):
+            assert it is not None  # an untyped event ($occurrence): the field is checked late
             return self._field(lambda ctx, cur: cur, it, name, node)
         known = list(self.globals) + list(self.local_types)
         if it is not None and it.types:
@@ -383,7 +383,7 @@ class Compiler:
         self._check_comparable(lo_node, of, lo_ty, "<=")
         self._check_comparable(hi_node, of, hi_ty, "<=")
         self._check_comparable(node, lo_ty, hi_ty, "<=")
-        lo_closed, hi_closed = str(left) == "[", str(right) == "]"
+        lo_closed, hi_closed = left.data == "closed", right.data == "closed"
         self._check_static_window(node, lo_fn, hi_fn, lo_ty, hi_ty)
 
         def member(ctx: Ctx, cur: EventView | None, value: Any) -> Any:
@@ -405,6 +405,26 @@ class Compiler:
             bigger = _compare(lo, hi, ">")
             if bigger is True:
                 self.error(node, "the window's lower bound is after its upper bound")
+
+    def _x_in_defined(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
+        left, name = node.children
+        lf, lt = self.expr(left, it)
+        if lt.kind not in ("event", "any"):
+            self.error(node, f"'in ${name}' needs an event, not {lt.describe()}")
+        set_fn, _ = self._set_base(Tree("defined", [name], getattr(node, "meta", None)))
+
+        def member(ctx: Ctx, cur: EventView | None) -> Any:
+            view = lf(ctx, cur)
+            if isinstance(view, Unknown):
+                return view
+            found = set_fn(ctx, cur)
+            if any(v is view for v in found.items):
+                return True
+            if any(v is view for v in found.uncertain):
+                return found.why or Unknown(("membership uncertain",))
+            return False
+
+        return member, BOOL
 
     def _x_is_missing(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         fn, _ = self.expr(node.children[0], it)
@@ -463,8 +483,12 @@ class Compiler:
             return _const(None), ANY
         fns = [f for f, _ in args]
 
+        sees_unknown = name in ("known", "needs")
+
         def call(ctx: Ctx, cur: EventView | None) -> Any:
             values = [f(ctx, cur) for f in fns]
+            if sees_unknown:
+                return impl(ctx, values)
             unknowns = [v for v in values if isinstance(v, Unknown)]
             if unknowns:
                 merged = unknowns[0]
@@ -473,7 +497,7 @@ class Compiler:
                 return merged
             return impl(ctx, values)
 
-        ty = result_ty if result_ty is not None else (args[0][1] if args else ANY)
+        ty = result_ty if result_ty is not None else (args[-1][1] if args else ANY)
         return call, ty
 
     def _x_study_day_date(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
@@ -490,28 +514,24 @@ class Compiler:
 
         return date_of_day, DATE
 
-    def _rule_ref(self, node: Node, what: str) -> tuple[Fn, Ty]:
-        rule_id = str(node.children[0])
+    def _x_rule_ref(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
+        rule_id, what_token = (str(c) for c in node.children)
+        if what_token not in ("status", "response", "selected", "verdict"):
+            self.error(node.children[1], f"@{rule_id}.{what_token}: a rule has .status, "
+                       ".response, .selected (endpoints) or .verdict (criteria)",
+                       _suggest(what_token, ["status", "response", "selected", "verdict"]))
         self._pending_refs.append((rule_id, node))
+        what = "status" if what_token == "verdict" else what_token
 
         def lookup(ctx: Ctx, cur: EventView | None) -> Any:
             return ctx.rules(rule_id, what)
 
-        return lookup, (STRING if what != "selected" else ANY)
+        return lookup, (STRING if what != "selected" else Ty("event"))
 
-    def _x_status_of(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
-        return self._rule_ref(node, "status")
-
-    def _x_response_of(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
-        return self._rule_ref(node, "response")
-
-    def _x_selected_of(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
-        return self._rule_ref(node, "selected")
+    _pending_refs: list[tuple[str, Any]]
 
     def _x_eligibility(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         return (lambda ctx, _it: ctx.rules("", "eligibility")), STRING
-
-    _pending_refs: list[tuple[str, Any]]
 
     # --- queries over the history ------------------------------------------------------------
 
@@ -769,18 +789,29 @@ def _const(value: Any) -> Fn:
     return lambda ctx, _it: value
 
 
+def global_value(ctx: Ctx, glob: Global) -> Any:
+    """The value of a parameter, anchor, let or define for this subject (computed once).
+
+    The events a let or anchor used are remembered with its value and added to the evidence
+    of every verdict that reads it; a define's are not (its members become evidence only
+    when a query picks them).
+    """
+    entry = ctx.memo.get(glob.name)
+    if entry is None:
+        saved = ctx.touched
+        ctx.touched = set()
+        try:
+            value = glob.fn(ctx, None)
+        finally:
+            used, ctx.touched = ctx.touched, saved
+        entry = (value, frozenset() if glob.kind == "define" else frozenset(used))
+        ctx.memo[glob.name] = entry
+    ctx.touched |= entry[1]
+    return entry[0]
+
+
 def _memo(glob: Global) -> Fn:
-    name, fn = glob.name, glob.fn
-
-    def cached(ctx: Ctx, _it: EventView | None) -> Any:
-        if name not in ctx.memo:
-            ctx.memo[name] = fn(ctx, None)
-        value = ctx.memo[name]
-        if isinstance(value, EventView):
-            ctx.touch(value)
-        return value
-
-    return cached
+    return lambda ctx, _it: global_value(ctx, glob)
 
 
 def _position(node: Any) -> tuple[int | None, int | None]:
@@ -932,6 +963,8 @@ def _order(left: Any, right: Any) -> int | Unknown | None:
         rd = right.local_date if isinstance(right, Instant) else right
         if ld != rd:
             return (ld > rd) - (ld < rd)
+        if not (isinstance(left, Instant) and isinstance(right, Instant)):
+            return 0  # compared with a calendar date: the instant's date decides
         precise = [isinstance(x, Instant) and not x.day_only for x in (left, right)]
         if any(precise) and not all(precise):
             # One side has only a date, the other a time on that date: cannot be ordered.
@@ -1116,6 +1149,9 @@ def _fn_bsa(ctx: Ctx, args: list[Any]) -> Any:
 
 
 _FUNCTIONS: dict[str, tuple[int, Ty | None, Callable[[Ctx, list[Any]], Any]]] = {
+    # known() and needs() see unknowns: the call wrapper does not short-circuit them.
+    "known": (1, BOOL, lambda ctx, args: not isinstance(args[0], Unknown)),
+    "needs": (2, None, lambda ctx, args: args[0] if isinstance(args[0], Unknown) else args[1]),
     "bsa": (2, Ty("qty", (0, 2, 0, 0, 0, 0)), _fn_bsa),
     "date": (1, DATE, _fn_date),
     "years_between": (2, Ty("qty", _NUMBER), _fn_years_between),
@@ -1126,7 +1162,7 @@ _FUNCTIONS: dict[str, tuple[int, Ty | None, Callable[[Ctx, list[Any]], Any]]] = 
     "max": (2, None, _fn_max),
 }
 
-__all__ = ["Compiler", "Ctx", "Global", "SetVal", "Ty", "study_day", "study_day_date",
-           "years_between"]
+__all__ = ["Compiler", "Ctx", "Global", "SetVal", "Ty", "global_value", "study_day",
+           "study_day_date", "years_between"]
 
 _ = TimePrecision  # re-exported type used by the engine's view builder

@@ -50,6 +50,8 @@ class Deviation:
     for_each: SetFn | None
     fires: Fn
     path: str
+    #: The deviation code reported (several rules may report one code, e.g. per endpoint).
+    code: str = ""
 
 
 @attrs.frozen
@@ -291,9 +293,13 @@ class _Builder:
 
     def _deviation(self, stmt: Node) -> Deviation:
         c = self.compiler
-        id_token, text_token, category, importance, *clauses = stmt.children
+        id_token, text_token, *clauses = stmt.children
         rule_id = str(id_token)
         c.rule = rule_id
+        code = rule_id
+        if isinstance(clauses[0], Tree) and clauses[0].data == "code":
+            code = str(clauses.pop(0).children[0])[1:-1]
+        category, importance, *clauses = clauses
         important = applies = None
         for_each: SetFn | None = None
         each_ty: Ty | None = None
@@ -314,7 +320,7 @@ class _Builder:
         assert fires is not None
         return Deviation(rule_id, str(text_token)[1:-1], str(category)[1:-1],
                          str(importance).replace("_", " "), important, applies, for_each, fires,
-                         self.path(stmt, rule_id))
+                         self.path(stmt, rule_id), code)
 
     def _scoped(self, node: Any, it: Ty | None) -> Fn:
         fn, ty = self.compiler.expr(node, it)
@@ -405,9 +411,9 @@ class _Builder:
                 c.error(node, "there is no study day 0 (CDISC: Day -1 is followed by Day 1)")
             bounds.append(day)
         lo, hi = bounds
-        if str(left) == "(":
+        if left.data == "open":
             lo = lo + 1 if lo != -1 else 1
-        if str(right) == ")":
+        if right.data == "open":
             hi = hi - 1 if hi != 1 else -1
         if lo > hi:
             c.error(interval, f"the window's lower bound (day {bounds[0]}) is after its upper "

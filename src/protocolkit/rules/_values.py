@@ -177,6 +177,8 @@ def field_value(view: EventView, name: str, zone: Any) -> object:
     if isinstance(value, dt.datetime):
         return instant_of(value, zone, TimePrecision.INSTANT)
     if isinstance(value, enum.Enum):
+        if value.name == "UNKNOWN":  # recorded as unknown: the fact is not known
+            return Unknown((f"{event.event_type}.{name} recorded as unknown",))
         return str(value.value)
     if isinstance(value, bool | dt.date | str) or value is None:
         return value
@@ -187,7 +189,10 @@ def field_value(view: EventView, name: str, zone: Any) -> object:
 
 def instant_of(value: dt.datetime, zone: Any, precision: TimePrecision) -> Instant:
     """The instant of an aware datetime, with its date in ``zone`` (the site's, D1/D8)."""
-    utc = value.astimezone(dt.UTC)
+    moved = value.astimezone(dt.UTC)
+    # A plain datetime: pendulum's arithmetic on a stdlib-UTC DateTime can drop the zone.
+    utc = dt.datetime(moved.year, moved.month, moved.day, moved.hour, moved.minute,
+                      moved.second, moved.microsecond, tzinfo=dt.UTC)
     if precision is TimePrecision.DAY:
         # A date-only fact: its date is the one written, in the zone it was written in.
         return Instant(utc, value.date(), True)
