@@ -151,14 +151,60 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
         assert "--help" in capsys.readouterr().out
 
 
-def test_demo_imports_examples_once_and_shows_a_log(
+def test_demo_imports_examples_once_and_evaluates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["demo", *_store_args(tmp_path)]) == 0
     first = capsys.readouterr().out
-    assert "NCT03918265 / PUMCH-001" in first
+    assert "461 example events imported" in first
+    rows = {line.split()[0]: line for line in first.splitlines() if line.startswith("PUMCH-")}
+    assert len(rows) == 12
+    assert "eligible" in rows["PUMCH-001"] and "126 g/L complete" in rows["PUMCH-001"]
+    assert "ineligible (INC-DIAG)" in rows["PUMCH-004"]
+    assert "pending (INC-ECOG)" in rows["PUMCH-006"]
+    assert "PD-ICF!" in rows["PUMCH-007"]
+    assert "PD-PK, PD-TDM!" in rows["PUMCH-009"]
+    assert "missing" in rows["PUMCH-012"]
     assert main(["demo", *_store_args(tmp_path)]) == 0
-    assert "0 events imported" in capsys.readouterr().out
+    assert "0 example events imported (461 already stored)" in capsys.readouterr().out
+
+
+def test_demo_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--format", "json", *_store_args(tmp_path)]) == 0
+    data = orjson.loads(capsys.readouterr().out)
+    assert [d["subject"] for d in data][:2] == ["PUMCH-001", "PUMCH-002"]
+    assert data[0]["eligibility"] == "eligible"
+
+
+def test_check_rules_evaluate_and_explain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-rules", "rules/nct03918265.protocol"]) == 0
+    assert "ok: NCT03918265" in capsys.readouterr().out
+    broken = tmp_path / "broken.protocol"
+    broken.write_text('protocol "X" version "1" effective 2020-01-01\n'
+                      "anchor day1 = first DoseAdministred\n"
+                      "inclusion INC-A \"a\" met when nothing > 3 days\n")
+    assert main(["check-rules", str(broken)]) == 65
+    err = capsys.readouterr().err
+    assert f"{broken}:2:21 [anchor day1]: unknown event type 'DoseAdministred'" in err
+    assert "did you mean 'DoseAdministered'?" in err
+    assert f"{broken}:3:" in err and "[INC-A]" in err
+
+    main(["demo", *_store_args(tmp_path)])
+    capsys.readouterr()
+    at = ["--at", "2020-08-10"]
+    assert main(["evaluate", "PUMCH-009", *at, *_store_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Eligibility: ELIGIBLE" in out and "PD-TDM" in out
+    assert main(["evaluate", "PUMCH-009", "--format", "json", *at, *_store_args(tmp_path)]) == 0
+    [data] = orjson.loads(capsys.readouterr().out)
+    assert {d["code"] for d in data["deviations"]} == {"PD-PK", "PD-TDM"}
+    assert main(["explain", "PUMCH-009", "PD-TDM", *at, *_store_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PD-TDM: fired (important)" in out
+    assert out.count("DrugLevelResulted") == 2
+    assert main(["evaluate", "NOBODY", *at, *_store_args(tmp_path)]) == 1
 
 
 def test_console_script_runs_as_a_module(tmp_path: Path) -> None:

@@ -21,7 +21,13 @@ from protocolkit.engine import evaluate
 from protocolkit.errors import ProtocolKitError, RuleErrors
 from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
 from protocolkit.ingest import export_jsonl, import_jsonl
-from protocolkit.report import evaluation_to_json, explain, render_text
+from protocolkit.report import (
+    evaluation_to_json,
+    explain,
+    render_summary,
+    render_text,
+)
+from protocolkit.report import schema_text as report_schema_text
 from protocolkit.rules import Protocol, default_protocol_path, load_protocol
 from protocolkit.serde import event_to_json
 from protocolkit.store import EventStore, open_store
@@ -237,37 +243,53 @@ def _subjects(store: EventStore, protocol: Protocol, wanted: Sequence[str]) -> l
 
 
 @cli.command("schema")
-def schema_command() -> None:
-    """Print the JSON Schema of the JSON Lines interchange format."""
+@click.option("--of", "what", type=click.Choice(["events", "evaluation"]), default="events",
+              show_default=True, help="The event interchange format, or evaluation results.")
+def schema_command(what: str) -> None:
+    """Print a JSON Schema: of the JSON Lines interchange format, or of evaluation results."""
+    if what == "evaluation":
+        click.echo(report_schema_text(), nl=False)
+        return
     from protocolkit.schema import event_json_schema  # noqa: PLC0415 - only this command
 
     click.echo(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2).decode())
 
 
+#: The examples' reference evaluation time (src/protocolkit/examples/README.md): every Month 6
+#: window has closed and every Month 24 window is still open.
+EXAMPLES_AT = "2020-08-10T23:59:59+08:00[Asia/Shanghai]"
+
+
 @cli.command("demo")
 @_store_option
-@click.option("--subject", default="PUMCH-001", show_default=True,
-              help="Which example subject's log to show.")
-def demo_command(store_url: str | None, subject: str) -> None:
-    """Import the embedded NCT03918265 example histories and show one subject's log.
+@click.option("--at", "at_text", default=EXAMPLES_AT, show_default=True, metavar="TIME",
+              help="Evaluation time (the examples' reference time by default).")
+@_format_option
+def demo_command(store_url: str | None, at_text: str, fmt: str) -> None:
+    """Import the embedded NCT03918265 example histories and evaluate every subject.
 
-    Re-running it is safe: events already stored are skipped.
+    Events already stored are skipped, so it can be run again. Prints one line per subject:
+    eligibility, deviations, and the Month 6 values and responses.
     """
     example = resources.files("protocolkit").joinpath("examples/nct03918265.jsonl")
+    protocol = load_protocol(default_protocol_path())
+    at = _instant_option(at_text, protocol.zone)
     with _open(store_url) as store:
         result = import_jsonl(
             store, example.read_text("utf-8").splitlines(), skip_existing=True
         )
-        click.echo(
-            f"NCT03918265 examples: {len(result.appended)} events imported, "
-            f"{result.skipped} already stored, into {store.location.display}"
-        )
-        click.echo(_table(
-            ("study", "subject", "events"),
-            [(s, subj, str(store.version(s, subj))) for s, subj in store.subjects()],
-        ))
-        click.echo()
-        _print_log(store, subject, "NCT03918265", "table")
+        evaluations = [evaluate(protocol, store.history(protocol.id, s), at=at)
+                       for _, s in store.subjects(protocol.id)]
+        where = store.location.display
+    if fmt == "json":
+        click.echo(orjson.dumps([evaluation_to_json(e) for e in evaluations],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{protocol.id} v{protocol.version}: {len(result.appended)} example events "
+               f"imported ({result.skipped} already stored) into {where}; evaluated at {at}\n")
+    click.echo(render_summary(evaluations))
+    click.echo("\nDetails: protocolkit evaluate SUBJECT --at ... ; evidence: protocolkit explain "
+               "SUBJECT RULE --at ...")
 
 
 def _print_log(store: EventStore, subject: str, study: str | None, fmt: str) -> None:

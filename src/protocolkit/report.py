@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -18,12 +20,18 @@ from protocolkit.engine import (
 )
 from protocolkit.events import Event
 
-__all__ = ["evaluation_json_schema", "evaluation_to_json", "explain", "render_text"]
+__all__ = [
+    "evaluation_json_schema",
+    "evaluation_to_json",
+    "explain",
+    "render_summary",
+    "render_text",
+]
 
 
 def evaluation_to_json(evaluation: Evaluation) -> dict[str, Any]:
     """The JSON form of an evaluation (see ``docs/schema/evaluation.schema.json``)."""
-    return attrs.asdict(evaluation, retain_collection_types=False)
+    return attrs.asdict(evaluation)
 
 
 def _schema_of(annotation: Any) -> dict[str, Any]:
@@ -108,6 +116,42 @@ def render_text(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def render_summary(evaluations: Sequence[Evaluation], endpoints: int = 2) -> str:
+    """One row per subject: eligibility, deviations, and the first endpoints' value/response."""
+    if not evaluations:
+        return "(no subjects)"
+    shown = [p.id for p in evaluations[0].endpoints[:endpoints]]
+    header = ["subject", "eligibility", "deviations", *shown]
+    rows = []
+    for e in evaluations:
+        devs = ", ".join(f"{d.code}{'!' if d.importance == 'important' else ''}"
+                         for d in e.deviations) or "-"
+        if e.eligibility == "pending":
+            pending = [c.id for c in e.criteria if c.verdict == "unknown"]
+            status = f"pending ({', '.join(pending)})"
+        elif e.eligibility == "ineligible":
+            failed = [c.id for c in e.criteria if (c.kind, c.verdict) in
+                      (("inclusion", "not met"), ("exclusion", "met"))]
+            status = f"ineligible ({', '.join(failed)})"
+        else:
+            status = e.eligibility
+        cells = []
+        for rule_id in shown:
+            p = e.endpoint(rule_id)
+            if p.value is not None:
+                cells.append(f"{p.value} {p.unit or ''} {p.response or ''}".strip())
+            else:
+                cells.append(p.status)
+        rows.append([e.subject, status, devs, *cells])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    lines.append("(! = important deviation)")
+    return "\n".join(lines)
+
+
 def _endpoint_text(p: EndpointResult) -> str:
     parts = [p.status]
     if p.value is not None:
@@ -158,3 +202,12 @@ def explain(
             lines.append(f"    {event.occurred_at.isoformat()}  {event.event_type:<26} "
                          f"{event_id}  recorded by {event.recorded_by}")
     return "\n".join(lines)
+
+
+def schema_text() -> str:
+    """The evaluation schema as checked in (``docs/schema/evaluation.schema.json``)."""
+    return json.dumps(evaluation_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_text())
