@@ -3,7 +3,7 @@
 Every new event class must get a payload strategy in ``_PAYLOADS`` (importing this module
 fails otherwise). The strategies draw simple values and build events from them, so failures
 shrink to small, readable examples: UTC-ish instants near 2000, one-character strings,
-``Decimal(0)``.
+``Decimal(0)``, an event recorded the instant it occurred.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from protocolkit.events import (
+    CLOCK_SKEW,
     EVENT_TYPES,
     IMMUTABLE_FIELDS,
     AdverseEventReported,
@@ -59,10 +60,13 @@ from protocolkit.events import (
     TreatmentDiscontinued,
     VisitOccurred,
 )
+from protocolkit.timeutil import to_utc
 from protocolkit.units import Measurement, Quantity, default_catalogue, measure
 
 __all__ = [
+    "AMOUNT_UNITS",
     "CATALOGUED",
+    "DOSE_UNITS",
     "UNCATALOGUED_CODES",
     "ZONES",
     "decimals",
@@ -72,6 +76,7 @@ __all__ = [
     "local_midnights",
     "measurements",
     "quantities",
+    "record_delays",
     "texts",
     "timezones",
 ]
@@ -99,8 +104,13 @@ CATALOGUED: tuple[tuple[str, str], ...] = tuple(
 UNCATALOGUED_CODES = ("2951-2", "1742-6", "2093-3", "33914-3")
 _ALL_CODES = tuple(sorted({c for c, _ in CATALOGUED})) + UNCATALOGUED_CODES
 _UCUM_UNITS = ("mg/dL", "mmol/L", "%", "U/L", "[iU]/L", "10*9/L", "fL", "pg", "s", "mL/min")
-_DOSE_UNITS = ("mg", "ug", "g", "mg/kg", "mg/m2", "[iU]", "U", "mL")
-_VOLUME_UNITS = ("mL", "L", "{bag}", "[iU]")
+#: Dose units: a mass, international units or a volume, alone or per m2, per kg or per volume.
+DOSE_UNITS = (
+    "mg", "ug", "g", "mg/kg", "mg/m2", "[iU]", "[iU]/kg", "mL", "mg/mL", "mL/kg", "[IU]/m2",
+    "ug/kg", "mg{total}",
+)
+#: Transfusion amounts: a volume or a count.
+AMOUNT_UNITS = ("mL", "L", "{bag}", "1", "{unit}")
 _TACROLIMUS = ("11253-2", "77348-1", "74097-7", "74096-9")
 _BODY = ("8302-2", "29463-7")
 
@@ -198,7 +208,7 @@ def measurements(draw: st.DrawFn, code: str | None = None) -> Measurement:
 
 
 @functools.cache
-def quantities(units: tuple[str, ...] = _DOSE_UNITS) -> SearchStrategy[Quantity]:
+def quantities(units: tuple[str, ...] = DOSE_UNITS) -> SearchStrategy[Quantity]:
     """Non-negative quantities in one of ``units`` (UCUM)."""
     return st.builds(Quantity, decimals(0, 10_000), st.sampled_from(units))
 
@@ -210,20 +220,37 @@ _UUIDS = st.uuids()
 _STUDIES = st.just("NCT03918265") | _TEXTS
 _SOURCES = st.sampled_from(["api", "edc", "lab:central", "pharmacy"]) | _TEXTS
 _VERSIONS = st.integers(1, 3)
+# At once first (where failures shrink to), then within the day, then up to 30 years later;
+# last, early by no more than the clock skew the envelope tolerates.
+_RECORD_DELAYS = st.one_of(
+    st.timedeltas(dt.timedelta(0), dt.timedelta(days=1)),
+    st.timedeltas(dt.timedelta(0), dt.timedelta(days=30 * 366)),
+    st.timedeltas(-CLOCK_SKEW, dt.timedelta(0)),
+)
+
+
+def record_delays() -> SearchStrategy[dt.timedelta]:
+    """How long after ``occurred_at`` an event is recorded (at worst ``CLOCK_SKEW`` early)."""
+    return _RECORD_DELAYS
 
 
 @st.composite
 def envelopes(draw: st.DrawFn, precision: TimePrecision | None = None) -> dict[str, Any]:
-    """The envelope's keyword arguments; a date-only one has ``occurred_at`` at local 00:00."""
+    """The envelope's keyword arguments; a date-only one has ``occurred_at`` at local 00:00.
+
+    ``recorded_at`` is ``occurred_at`` plus a :func:`record_delays` delay, shown in a zone of
+    its own: an event is never recorded before it happened.
+    """
     if precision is None:
         precision = draw(_PRECISIONS)
     occurred = draw(_MIDNIGHTS if precision is TimePrecision.DAY else _INSTANTS)
+    recorded = (to_utc(occurred) + draw(_RECORD_DELAYS)).in_timezone(draw(_TIMEZONES))
     return {
         "event_id": draw(_UUIDS),
         "study": draw(_STUDIES),
         "subject": draw(_TEXTS),
         "occurred_at": occurred,
-        "recorded_at": draw(_INSTANTS),
+        "recorded_at": recorded,
         "recorded_by": draw(_TEXTS),
         "source": draw(_SOURCES),
         "schema_version": draw(_VERSIONS),
@@ -299,7 +326,10 @@ def _observation(draw: st.DrawFn) -> dict[str, Any]:
 
 
 _PAYLOADS: dict[type[Event], Payload] = {
-    SubjectRegistered: _fixed(site=texts(), screening_number=_optional_texts()),
+    SubjectRegistered: _fixed(
+        site=texts(), screening_number=_optional_texts(),
+        time_zone=st.none() | st.sampled_from(ZONES),
+    ),
     ConsentSigned: _fixed(form_version=texts()),
     ConsentWithdrawn: _fixed(reason=_optional_texts()),
     DemographicsRecorded: _demographics,
@@ -344,7 +374,7 @@ _PAYLOADS: dict[type[Event], Payload] = {
     )),
     TransfusionGiven: _fixed(
         product=st.sampled_from(["RBC", "platelets", "plasma"]) | texts(),
-        amount=st.none() | quantities(_VOLUME_UNITS),
+        amount=st.none() | quantities(AMOUNT_UNITS),
     ),
     ConcomitantMedicationStarted: _fixed(
         medication=texts(), code=_optional_texts(), dose=st.none() | quantities(),

@@ -10,29 +10,45 @@ from uuid import UUID
 import pendulum
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
+from protocolkit.corrections import apply_correction
 from protocolkit.errors import EventError
 from protocolkit.events import (
+    CLOCK_SKEW,
     EVENT_TYPES,
     IMMUTABLE_FIELDS,
+    ConcomitantMedicationStarted,
+    ConsentSigned,
     DemographicsRecorded,
+    DoseAdministered,
+    DoseChanged,
+    DrugLevelResulted,
     EcogAssessed,
     EntryCorrected,
     Event,
     ObservationRecorded,
+    RegimenPrescribed,
     Sex,
+    SubjectRegistered,
     TimePrecision,
+    TransfusionGiven,
     VisitOccurred,
 )
-from protocolkit.timeutil import format_instant
-from protocolkit.units import measure
-from tests.strategies import events
+from protocolkit.serde import event_from_json, event_to_json
+from protocolkit.timeutil import format_instant, to_utc
+from protocolkit.units import Quantity, measure
+from tests.strategies import AMOUNT_UNITS, DOSE_UNITS, ZONES, events
 
 SHANGHAI = "Asia/Shanghai"
 
 
 def _envelope(**overrides: Any) -> dict[str, Any]:
+    """A valid envelope; recorded 2 h after occurred_at (the one given, if it is aware)."""
     at = pendulum.datetime(2024, 3, 1, 8, 0, tz=SHANGHAI)
+    given_at = overrides.get("occurred_at")
+    if isinstance(given_at, dt.datetime) and given_at.utcoffset() is not None:
+        at = pendulum.instance(given_at)
     return {
         "study": "NCT03918265",
         "subject": "S-001",
@@ -276,3 +292,277 @@ def test_generated_events_are_frozen(event: Event) -> None:
     """Events are immutable: setting a field raises."""
     with pytest.raises(AttributeError):
         event.subject = "other"  # type: ignore[misc]
+
+
+# --- recorded_at is not before occurred_at --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "delay",
+    [dt.timedelta(0), dt.timedelta(days=400), -CLOCK_SKEW, -dt.timedelta(minutes=1)],
+    ids=["at-once", "a-year-later", "skew-limit", "one-minute-skew"],
+)
+def test_recorded_at_or_after_occurred_within_clock_skew(delay: dt.timedelta) -> None:
+    """An event is recorded when or after it happened; up to 5 minutes early is clock skew."""
+    at = pendulum.datetime(2024, 3, 1, 8, 0, tz=SHANGHAI)
+    assert dt.timedelta(minutes=5) == CLOCK_SKEW
+    assert _visit(occurred_at=at, recorded_at=at + delay).recorded_at == at + delay
+
+
+@pytest.mark.parametrize(
+    "early",
+    [CLOCK_SKEW + dt.timedelta(microseconds=1), dt.timedelta(minutes=6), dt.timedelta(days=1)],
+    ids=["skew-plus-1us", "six-minutes", "a-day"],
+)
+def test_recorded_before_it_occurred_is_refused(early: dt.timedelta) -> None:
+    """recorded_at more than 5 minutes before occurred_at: refused, naming recorded_at."""
+    at = pendulum.datetime(2024, 3, 1, 8, 0, tz=SHANGHAI)
+    error = _error(_visit, occurred_at=at, recorded_at=at - early)
+    assert error.field == "recorded_at"
+    assert error.message.startswith(f"recorded {format_instant(at - early)} before it occurred")
+    assert format_instant(at) in error.message
+
+
+def test_time_order_compares_instants_not_wall_clocks() -> None:
+    """Across zones and across a DST fall-back (same wall clock twice) the instants count."""
+    lab = pendulum.datetime(2024, 3, 1, 8, 0, tz=SHANGHAI)  # 00:00 UTC
+    assert _visit(occurred_at=lab, recorded_at=pendulum.datetime(2024, 2, 29, 23, 56, tz="UTC"))
+    assert _error(_visit, occurred_at=lab,
+                  recorded_at=pendulum.datetime(2024, 2, 29, 23, 54, tz="UTC")).field == (
+        "recorded_at")
+    # 01:30 EDT (first) then 01:10 EST (second): recorded 40 minutes later, though its wall
+    # clock reads earlier.
+    first = pendulum.datetime(2024, 11, 3, 1, 30, tz="America/New_York", fold=0)
+    second = pendulum.datetime(2024, 11, 3, 1, 10, tz="America/New_York", fold=1)
+    assert second.tzinfo is first.tzinfo
+    assert _visit(occurred_at=first, recorded_at=second).recorded_at == second
+    assert _error(_visit, occurred_at=second, recorded_at=first).field == "recorded_at"
+
+
+def _consent(recorded_at: pendulum.DateTime) -> ConsentSigned:
+    midnight = pendulum.datetime(2019, 6, 10, tz=SHANGHAI)
+    return ConsentSigned(**_envelope(occurred_at=midnight, recorded_at=recorded_at),
+                         time_precision="day", form_version="ICF v1.0")
+
+
+@pytest.mark.parametrize(
+    "recorded_at",
+    [
+        pendulum.datetime(2019, 6, 10, 10, 0, tz=SHANGHAI),
+        pendulum.datetime(2019, 6, 10, 0, 0, tz=SHANGHAI),
+        pendulum.datetime(2019, 6, 9, 23, 55, tz=SHANGHAI),  # clock skew
+        pendulum.datetime(2019, 6, 10, 2, 0, tz="UTC"),  # 10:00 at the site
+        pendulum.datetime(2019, 6, 11, 8, 45, tz=SHANGHAI),
+    ],
+    ids=["10:00-same-day", "midnight", "skew", "utc-same-site-day", "next-day"],
+)
+def test_date_only_event_may_be_recorded_during_its_date(recorded_at: pendulum.DateTime) -> None:
+    """A date-only consent happened some time that date: recording it that day is not early."""
+    assert _consent(recorded_at).recorded_at == recorded_at
+
+
+@pytest.mark.parametrize(
+    "recorded_at",
+    [
+        pendulum.datetime(2019, 6, 9, 23, 0, tz=SHANGHAI),
+        pendulum.datetime(2019, 6, 9, 15, 0, tz="UTC"),  # 23:00 the day before at the site
+    ],
+    ids=["day-before", "utc-day-before"],
+)
+def test_date_only_event_recorded_before_its_date_is_refused(
+    recorded_at: pendulum.DateTime,
+) -> None:
+    """A record made before the date began precedes the event, whenever in that date it was."""
+    error = _error(_consent, recorded_at=recorded_at)
+    assert error.field == "recorded_at"
+    assert "before it occurred (2019-06-10T00:00:00+08:00[Asia/Shanghai])" in error.message
+
+
+@given(events())
+def test_generated_events_are_recorded_after_they_occurred(event: Event) -> None:
+    """The strategies draw recorded_at as occurred_at plus a delay (at worst the skew)."""
+    assert to_utc(event.recorded_at) >= to_utc(event.occurred_at) - CLOCK_SKEW
+
+
+def test_correction_cannot_move_an_event_after_its_record() -> None:
+    """A corrected occurred_at is checked too: it may not fall after the original record."""
+    visit = _visit()
+    later = format_instant(visit.recorded_at.add(hours=1))
+    fix = _correction(occurred_at=later)
+    with pytest.raises(EventError) as raised:
+        apply_correction(visit, fix)
+    assert raised.value.field == "changes.recorded_at"
+    earlier = format_instant(visit.occurred_at.subtract(hours=1))
+    assert apply_correction(visit, _correction(occurred_at=earlier)).occurred_at.hour == 7
+
+
+# --- the site's time zone -------------------------------------------------------------------
+
+
+def _registered(**fields: Any) -> SubjectRegistered:
+    return SubjectRegistered(**_envelope(), site="PUMCH", **fields)
+
+
+@pytest.mark.parametrize("zone", [SHANGHAI, "UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+8"])
+def test_subject_registered_keeps_its_site_zone(zone: str) -> None:
+    """time_zone is the IANA zone of the site, kept as given; without it, None."""
+    assert _registered(time_zone=zone).time_zone == zone
+    assert _registered().time_zone is None
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ["Asia/Shangai", "asia/shanghai", "", " ", "+08:00", "Asia", "Asia/Shanghai ", "local",
+     "../../etc/passwd", "zone.tab", 8, b"Asia/Shanghai"],
+)
+def test_unknown_site_zone_is_refused(zone: object) -> None:
+    """A zone pendulum does not know (misspelt, an offset, a directory) names time_zone."""
+    error = _error(_registered, time_zone=zone)
+    assert error.field == "time_zone"
+    assert "IANA" in error.message
+
+
+@given(st.sampled_from(ZONES))
+def test_site_zone_round_trips(zone: str) -> None:
+    """time_zone survives the interchange form; an absent one is None."""
+    registered = _registered(time_zone=zone)
+    assert event_from_json(event_to_json(registered)) == registered
+    document = event_to_json(_registered())
+    assert document["time_zone"] is None
+    del document["time_zone"]
+    back = event_from_json(document)
+    assert isinstance(back, SubjectRegistered) and back.time_zone is None
+
+
+def test_occurred_on_is_the_date_in_the_zone_occurred_at_carries() -> None:
+    """A level stamped 23:40 UTC is on the UTC date; the site's date is one day later (D8).
+
+    Rules compute dates in the site's zone (SubjectRegistered.time_zone), not occurred_on.
+    """
+    stamped = pendulum.datetime(2019, 8, 19, 23, 40, tz="UTC")
+    visit = _visit(occurred_at=stamped)
+    assert visit.occurred_on == dt.date(2019, 8, 19)
+    site_zone = _registered(time_zone=SHANGHAI).time_zone
+    assert site_zone is not None
+    assert stamped.in_timezone(site_zone).date() == dt.date(2019, 8, 20)
+    assert Event.occurred_on.__doc__ is not None
+    assert "SubjectRegistered.time_zone" in Event.occurred_on.__doc__
+
+
+# --- dose and transfusion units -------------------------------------------------------------
+
+DOSED: dict[type[Any], dict[str, Any]] = {
+    RegimenPrescribed: {"drug": "tacrolimus", "frequency": "BID"},
+    DoseChanged: {"drug": "tacrolimus", "frequency": "BID"},
+    DoseAdministered: {"drug": "tacrolimus"},
+    ConcomitantMedicationStarted: {"medication": "prednisone"},
+}
+
+
+Dosed = RegimenPrescribed | DoseChanged | DoseAdministered | ConcomitantMedicationStarted
+
+
+def _dosed(cls: type[Dosed], unit: str, value: str = "1") -> Dosed:
+    return cls(**_envelope(), **DOSED[cls], dose=Quantity(value, unit))
+
+
+@pytest.mark.parametrize("cls", list(DOSED), ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "unit",
+    sorted({*DOSE_UNITS, "mg", "kg", "[iU]", "[IU]", "10*6.[iU]", "mL", "L", "mg/m2", "g/m2",
+            "mg/kg", "ug/kg", "[iU]/kg", "mL/kg", "mg/mL", "mg/L", "[iU]/mL", "mL/m2",
+            "mg{total}"}),
+)
+def test_dose_units_accepted(cls: type[Dosed], unit: str) -> None:
+    """A mass, international units or a volume, alone or per m2, per kg or per volume."""
+    event = _dosed(cls, unit)
+    assert event.dose == Quantity("1", unit)
+
+
+@pytest.mark.parametrize("cls", list(DOSED), ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "mg/d",      # a rate, not a dose
+        "mg/kg/d",
+        "U",         # enzyme units are umol/min
+        "mmol",      # an amount of substance
+        "%",         # dimensionless, like mg/kg: the ratio is what is checked
+        "1",
+        "{tablet}",
+        "mL/L",      # a volume per volume is a ratio, not a concentration
+        "[iU]/[iU]",
+        "cm",        # a length, like mL/m2
+        "m2",
+        "/kg",
+        "mg/{dose}",
+        "mg/m.m",    # (mg/m).m in UCUM: a mass, not mg/m2
+        "mg/h",
+        "g/s",
+        "Cel",
+    ],
+)
+def test_other_dose_units_are_refused(cls: type[Dosed], unit: str) -> None:
+    """Any other unit is refused on dose.unit, saying which dimensions are allowed."""
+    error = _error(_dosed, cls=cls, unit=unit)
+    assert error.field == "dose.unit"
+    assert f"unit {unit!r} is not a dose unit" in error.message
+    for allowed in ("mass (mg)", "international units ([iU])", "volume (mL)",
+                    "body surface area (mg/m2)", "body mass (mg/kg)", "per volume (mg/mL)"):
+        assert allowed in error.message
+
+
+def test_negative_dose_is_still_refused() -> None:
+    """The unit check does not replace the sign check."""
+    error = _error(_dosed, cls=DoseAdministered, unit="mg", value="-1")
+    assert (error.field, error.message) == ("dose", "cannot be negative (-1 mg)")
+
+
+def _transfusion(unit: str) -> TransfusionGiven:
+    return TransfusionGiven(**_envelope(), product="RBC", amount=Quantity("2", unit))
+
+
+@pytest.mark.parametrize("unit", sorted({*AMOUNT_UNITS, "mL", "L", "1", "{unit}", "{bag}",
+                                         "10*11"}))
+def test_transfusion_amount_is_a_volume_or_a_count(unit: str) -> None:
+    """A transfusion amount is a volume (mL) or a count (1, {unit}, {bag})."""
+    assert _transfusion(unit).amount == Quantity("2", unit)
+    assert TransfusionGiven(**_envelope(), product="RBC").amount is None
+
+
+@pytest.mark.parametrize("unit", ["mg", "[iU]", "mL/kg", "mg/kg", "%", "[ppm]", "mL/L",
+                                  "g/L", "/uL", "10*9/L", "cm"])
+def test_other_transfusion_units_are_refused(unit: str) -> None:
+    """Anything else, including a ratio or a fraction that happens to be dimensionless."""
+    error = _error(_transfusion, unit=unit)
+    assert error.field == "amount.unit"
+    assert f"unit {unit!r} is not a transfusion amount unit" in error.message
+    assert "a volume (mL) or a count (1, {unit}, {bag})" in error.message
+
+
+# --- labelled_trough ------------------------------------------------------------------------
+
+
+def _level(**fields: Any) -> DrugLevelResulted:
+    return DrugLevelResulted(**_envelope(), drug="tacrolimus", loinc="77348-1",
+                             result=measure("77348-1", "7.2", "ng/mL"), **fields)
+
+
+def test_labelled_trough_is_required() -> None:
+    """A level must say whether it was labelled a trough: no default makes it one."""
+    with pytest.raises(TypeError, match="labelled_trough"):
+        _level()
+    assert _level(labelled_trough=False).labelled_trough is False
+    assert _level(labelled_trough=True).labelled_trough is True
+    document = event_to_json(_level(labelled_trough=True))
+    del document["labelled_trough"]
+    with pytest.raises(EventError) as raised:
+        event_from_json(document)
+    assert (raised.value.field, raised.value.message) == (
+        "labelled_trough", "required field missing")
+
+
+@pytest.mark.parametrize("value", [None, 1, "true", "yes"])
+def test_labelled_trough_is_true_or_false(value: object) -> None:
+    """labelled_trough is a bool, never a truthy stand-in."""
+    assert _error(_level, labelled_trough=value).field == "labelled_trough"

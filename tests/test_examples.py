@@ -9,6 +9,7 @@ selection); it is not the rules engine, whose verdicts on this file are tested e
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib.util
 import itertools
 import sys
@@ -18,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
+import orjson
 import pendulum
 import pytest
 
@@ -61,9 +63,17 @@ def of(subject: str, kind: type[ev.Event]) -> list[ev.Event]:
                   key=lambda e: e.occurred_at)
 
 
+@functools.cache
+def site_zone(subject: str) -> str:
+    """The zone the subject's SubjectRegistered records for the site (D1, D8)."""
+    (registered,) = [e for e in BY_SUBJECT[subject] if isinstance(e, ev.SubjectRegistered)]
+    assert registered.time_zone is not None
+    return registered.time_zone
+
+
 def local_date(event: ev.Event) -> dt.date:
     """The clinical date in the site's zone, whatever zone the event was stamped in (D8)."""
-    return event.occurred_at.in_timezone(ZONE).date()
+    return event.occurred_at.in_timezone(site_zone(event.subject)).date()
 
 
 def day1(subject: str) -> dt.date:
@@ -182,6 +192,20 @@ class TestFile:
         ids = [e.event_id for e in EVENTS]
         assert len(set(ids)) == len(ids)
         assert {i.version for i in ids} == {5}
+
+    def test_every_subject_registers_the_site_zone(self) -> None:
+        """Each subject has one SubjectRegistered, naming the site and its zone."""
+        for subject, events in BY_SUBJECT.items():
+            registered = [e for e in events if isinstance(e, ev.SubjectRegistered)]
+            assert [(r.site, r.time_zone) for r in registered] == [("PUMCH", ZONE)], subject
+            assert site_zone(subject) == ZONE
+
+    def test_levels_say_whether_labelled_trough(self) -> None:
+        """Every DrugLevelResulted line carries labelled_trough (required) as true."""
+        lines = [orjson.loads(line) for line in _example_bytes().splitlines()]
+        levels = [d for d in lines if d["type"] == "DrugLevelResulted"]
+        assert levels
+        assert {d["labelled_trough"] for d in levels} == {True}
 
     def test_recorded_on_or_after_occurred(self) -> None:
         late = [e for e in EVENTS if e.recorded_at < e.occurred_at]

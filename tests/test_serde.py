@@ -257,6 +257,20 @@ def test_schema_rejects(change: dict[str, Any], why: str) -> None:
     assert not VALIDATOR.is_valid(document), why
 
 
+def test_schema_requires_labelled_trough_and_shapes_the_site_zone() -> None:
+    """labelled_trough has no default; time_zone is an IANA-looking name or null."""
+    level = {**_line_dict("DrugLevelResulted", drug="tacrolimus", loinc="77348-1",
+                          result={"value": "7.2", "unit": "ng/mL"}), "labelled_trough": False}
+    assert VALIDATOR.is_valid(level)
+    assert not VALIDATOR.is_valid({k: v for k, v in level.items() if k != "labelled_trough"})
+    registered = _line_dict("SubjectRegistered", site="PUMCH", time_zone="Asia/Shanghai")
+    assert VALIDATOR.is_valid(registered)
+    assert VALIDATOR.is_valid({**registered, "time_zone": None})
+    assert VALIDATOR.is_valid({k: v for k, v in registered.items() if k != "time_zone"})
+    for bad in ("", "Asia/Shanghai ", "+08:00 Beijing", 8):
+        assert not VALIDATOR.is_valid({**registered, "time_zone": bad}), bad
+
+
 def test_schema_rejects_missing_required_field() -> None:
     """A document without a required field (recorded_by) is invalid; without event_id valid."""
     document = _valid_document()
@@ -343,6 +357,23 @@ BAD_LINES = [
                  id="canonical-value-disagrees"),
     pytest.param(_line("DemographicsRecorded", date_of_birth="2030-01-01", sex="F"), EventError,
                  "date_of_birth", "after the assessment", id="born-after-assessment"),
+    pytest.param(_line("DoseAdministered", drug="tacrolimus", dose={"value": 1, "unit": "mg/d"}),
+                 EventError, "dose.unit", "unit 'mg/d' is not a dose unit: allowed are a mass",
+                 id="dose-rate-unit"),
+    pytest.param(_line("TransfusionGiven", product="RBC", amount={"value": 1, "unit": "mg"}),
+                 EventError, "amount.unit", "allowed are a volume (mL) or a count",
+                 id="transfusion-in-mg"),
+    pytest.param(_line("SubjectRegistered", site="PUMCH", time_zone="Asia/Shangai"), EventError,
+                 "time_zone", "unknown time zone 'Asia/Shangai'", id="unknown-site-zone"),
+    pytest.param(_line("EcogAssessed", score=1,
+                       recorded_at="2024-03-01T07:50:00+08:00[Asia/Shanghai]"),
+                 EventError, "recorded_at",
+                 "recorded 2024-03-01T07:50:00+08:00[Asia/Shanghai] before it occurred",
+                 id="recorded-before-occurred"),
+    pytest.param(_line("DrugLevelResulted", drug="tacrolimus", loinc="77348-1",
+                       result={"value": "7.2", "unit": "ng/mL"}),
+                 EventError, "labelled_trough", "required field missing",
+                 id="level-without-labelled-trough"),
 ]
 
 
@@ -454,5 +485,7 @@ def test_read_jsonl_reports_a_huge_value() -> None:
 )
 def test_instant_text_round_trips(text: str) -> None:
     """An instant comes back as written: a bare offset stays bare, a zone name stays named."""
-    event = read_jsonl([_line("EcogAssessed", score=1, occurred_at=text)])[0]
+    later = "2024-12-01T10:00:00+08:00[Asia/Shanghai]"  # recorded after every one of them
+    event = read_jsonl([_line("EcogAssessed", score=1, occurred_at=text, recorded_at=later)])[0]
     assert event_to_json(event)["occurred_at"] == text
+    assert event_to_json(event)["recorded_at"] == later

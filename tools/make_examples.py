@@ -140,7 +140,7 @@ class History:
     def register(self, when: When, clock: str) -> ev.Event:
         occurred = self.at(when, clock)
         return self.add(ev.SubjectRegistered, occurred, occurred.add(minutes=5), "dr.zhang",
-                        site=SITE, screening_number=f"SCR-{self.number:03d}")
+                        site=SITE, screening_number=f"SCR-{self.number:03d}", time_zone=ZONE)
 
     def visit(self, when: When, clock: str, name: str) -> ev.Event:
         occurred = self.at(when, clock)
@@ -272,7 +272,8 @@ class History:
         occurred = drawn.in_timezone(lab_zone)
         return self.add(ev.DrugLevelResulted, occurred, occurred.add(hours=6, minutes=40),
                         "lab.central", "lab:central", drug=DRUG, loinc=loinc,
-                        result=measure(loinc, level, unit), sample_id=sample)
+                        result=measure(loinc, level, unit), sample_id=sample,
+                        labelled_trough=True)
 
 
 # --- the subjects -------------------------------------------------------------------------
@@ -552,7 +553,7 @@ def subject_010() -> History:
     h.dose(given, given.add(minutes=10))
     h.add(ev.DrugLevelResulted, drawn, drawn.add(hours=6, minutes=40), "lab.central",
           "lab:central", drug=DRUG, loinc=TAC_TROUGH,
-          result=measure(TAC_TROUGH, "2.9", "ng/mL"), sample_id=sample)
+          result=measure(TAC_TROUGH, "2.9", "ng/mL"), sample_id=sample, labelled_trough=True)
     h.visit(85, "08:30", "week12")
     h.labs(h.at(85, "08:40"), f"{h.subject}-D085", hb="84")
     h.trough(183, level="7.1", prev=(182, "20:00"), draw="07:45", visit="month6")

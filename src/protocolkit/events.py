@@ -2,8 +2,8 @@
 
 Every event carries the same envelope (:class:`Event`): who the subject is, when it happened in
 clinical time (``occurred_at``, aware, in the site's zone), when the system learned it
-(``recorded_at``), who recorded it and from where. Nothing here does I/O; the store and the
-serialiser build on these classes.
+(``recorded_at``, never before ``occurred_at`` beyond :data:`CLOCK_SKEW`), who recorded it and
+from where. Nothing here does I/O; the store and the serialiser build on these classes.
 
 For results (labs, drug levels, body measurements, coded observations) ``occurred_at`` is the
 specimen or measurement time, the clinical time the value describes; the time the result became
@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 import attrs
 import pendulum
 
-from protocolkit.errors import EventError
-from protocolkit.timeutil import is_aware
+from protocolkit.errors import EventError, UnitError
+from protocolkit.timeutil import format_instant, is_aware, to_utc
 from protocolkit.units import Measurement, Quantity, parse_unit
 
 __all__ = [
+    "CLOCK_SKEW",
     "EVENT_TYPES",
     "AdverseEventReported",
     "BodyMeasured",
@@ -71,6 +73,11 @@ ENVELOPE_FIELDS = (
     "schema_version", "time_precision",
 )
 IMMUTABLE_FIELDS = frozenset(ENVELOPE_FIELDS) - {"occurred_at", "time_precision"}
+
+#: How far ``recorded_at`` may precede ``occurred_at``: the clock skew tolerated between the
+#: systems that stamp them (a lab analyser, the EDC, a pharmacy system). Beyond it an event
+#: would have been recorded before it happened, and is refused.
+CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 class TimePrecision(enum.StrEnum):
@@ -125,6 +132,25 @@ def _text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
 def _optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
         _text(inst, attribute, value)
+
+
+#: The characters of an IANA zone name (``America/Argentina/Buenos_Aires``, ``Etc/GMT+8``).
+_TIME_ZONE_PATTERN = r"^[A-Za-z0-9_+\-/]+$"
+
+
+def _optional_time_zone(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """None, or the name of an IANA time zone that pendulum knows (``Asia/Shanghai``)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise EventError(f"must be an IANA time zone name, got {value!r}", field=attribute.name)
+    try:
+        pendulum.timezone(value)
+    except Exception:  # InvalidTimezone; zoneinfo's ValueError or OSError for odd keys
+        raise EventError(
+            f"unknown time zone {value!r}: give an IANA zone name such as 'Asia/Shanghai'",
+            field=attribute.name,
+        ) from None
 
 
 def _instant(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -191,9 +217,90 @@ def _to_test_result(value: object) -> TestResult:
     return _coerce(TestResult, value)
 
 
-def _dimension(prefix: str, unit_kind: str) -> Any:
-    """Validate that a Quantity's unit has the dimension the field needs (mass for a dose)."""
-    reference = parse_unit(prefix)
+_Dimension = tuple[int, ...]
+
+_MASS = parse_unit("g").dimension
+_INTERNATIONAL_UNITS = parse_unit("[iU]").dimension
+_VOLUME = parse_unit("L").dimension
+_AREA = parse_unit("m2").dimension
+_DIMENSIONLESS = parse_unit("1").dimension
+#: What a dose is an amount of, and what it may be given per (body surface area, body mass,
+#: volume: a concentration).
+_DOSE_AMOUNTS = frozenset({_MASS, _INTERNATIONAL_UNITS, _VOLUME})
+_DOSE_PER = frozenset({_AREA, _MASS, _VOLUME})
+_DOSE_UNITS = (
+    "a mass (mg), an amount of international units ([iU]) or a volume (mL), or one of those "
+    "per body surface area (mg/m2), per body mass (mg/kg) or per volume (mg/mL)"
+)
+_AMOUNT_UNITS = "a volume (mL) or a count (1, {unit}, {bag})"
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def _ratio(code: str) -> tuple[str, str | None] | None:
+    """Split a UCUM code at its top-level ``/`` (not inside ``()``, ``[]``, ``{}``).
+
+    Returns (numerator, None) when there is no top-level ``/``, and None when there is more
+    than one (``mg/kg/d``) or nothing before it (``/kg``).
+    """
+    depth = 0
+    cuts = []
+    for i, char in enumerate(code):
+        if char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            depth -= 1
+        elif char == "/" and depth == 0:
+            cuts.append(i)
+    if not cuts:
+        return code, None
+    if len(cuts) > 1 or cuts[0] == 0:
+        return None
+    return code[: cuts[0]], code[cuts[0] + 1 :]
+
+
+def _dimension_of(code: str | None) -> _Dimension | None:
+    if code is None:
+        return None
+    try:
+        return parse_unit(code).dimension
+    except UnitError:
+        return None
+
+
+def _is_dose_unit(code: str) -> bool:
+    """A mass, international units or a volume, optionally per area, per mass or per volume.
+
+    The dimension of the whole unit is not enough: mg/kg is dimensionless like ``%``, and
+    mL/m2 is a length like ``cm``. So the unit is read as amount ``/`` per, each checked.
+    Per volume is a concentration (mg/mL, [iU]/mL): a volume per volume is a ratio.
+    """
+    parts = _ratio(code)
+    if parts is None:
+        return False
+    amount, per = _dimension_of(parts[0]), _dimension_of(parts[1])
+    if amount is None or amount not in _DOSE_AMOUNTS:
+        return False
+    if parts[1] is None:
+        return True
+    if per is None or per not in _DOSE_PER or (amount, per) == (_VOLUME, _VOLUME):
+        return False  # mL/L is a ratio, not a concentration
+    # mg/m.m is (mg/m).m in UCUM, not mg/m2: the parts must make up the whole.
+    whole = tuple(a - b for a, b in zip(amount, per, strict=True))
+    return parse_unit(code).dimension == whole
+
+
+def _is_transfusion_unit(code: str) -> bool:
+    """A volume, or a count: dimensionless, no ratio (not mg/kg), whole (not %)."""
+    unit = parse_unit(code)
+    if unit.dimension == _VOLUME:
+        return True
+    parts = _ratio(code)
+    return (unit.dimension == _DIMENSIONLESS and parts is not None and parts[1] is None
+            and unit.factor.denominator == 1)
+
+
+def _quantity(allowed: Callable[[str], bool], what: str, units: str) -> Any:
+    """Validate a non-negative Quantity whose unit ``allowed`` accepts (``units`` says which)."""
 
     def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None:
@@ -201,10 +308,10 @@ def _dimension(prefix: str, unit_kind: str) -> Any:
         if not isinstance(value, Quantity):
             raise EventError(f"must be a quantity with a unit, got {value!r}",
                              field=attribute.name)
-        unit = parse_unit(value.unit)
-        if not unit.commensurable(reference) and unit_kind != "any":
+        if not allowed(value.unit):
             raise EventError(
-                f"unit {value.unit!r} is not a {unit_kind} unit", field=f"{attribute.name}.unit"
+                f"unit {value.unit!r} is not {what} unit: allowed are {units}",
+                field=f"{attribute.name}.unit",
             )
         if value.value < 0:
             raise EventError(f"cannot be negative ({value})", field=attribute.name)
@@ -222,9 +329,11 @@ class Event:
     study: str = attrs.field(validator=_text)
     #: The subject's identifier within the study.
     subject: str = attrs.field(validator=_text)
-    #: Clinical time: when it happened, aware, in the site's zone.
+    #: Clinical time: when it happened, aware, in the site's zone. For a date-only event
+    #: (``time_precision='day'``), 00:00 of that date in the site's zone.
     occurred_at: pendulum.DateTime = attrs.field(converter=_to_pendulum, validator=_instant)
-    #: Record time: when the system learned it.
+    #: Record time: when the system learned it. Never before ``occurred_at`` by more than
+    #: 5 minutes of clock skew; a date-only event may be recorded from 00:00 of its date on.
     recorded_at: pendulum.DateTime = attrs.field(converter=_to_pendulum, validator=_instant)
     #: The attributable actor who recorded it (a user or a system account).
     recorded_by: str = attrs.field(validator=_text)
@@ -250,11 +359,32 @@ class Event:
                 "a date-only event must have occurred_at at 00:00 of that date in the site's zone",
                 field="occurred_at",
             )
+        # For a date-only event occurred_at is the start of its date: it happened at some
+        # time that day, so a record made later that day is not early. Compared in UTC: two
+        # instants sharing a zone compare by wall time, which ignores fold at a DST change.
+        if to_utc(self.recorded_at) < to_utc(self.occurred_at) - CLOCK_SKEW:
+            raise EventError(
+                f"recorded {format_instant(self.recorded_at)} before it occurred "
+                f"({format_instant(self.occurred_at)}); only {_minutes(CLOCK_SKEW)} of clock "
+                "skew between systems is tolerated",
+                field="recorded_at",
+            )
 
     @property
     def occurred_on(self) -> dt.date:
-        """The clinical date in the site's zone (D1: study days use this date)."""
+        """The date of ``occurred_at`` in the zone it carries (its written local date).
+
+        That is the site's date only when the event was stamped in the site's zone: a central
+        lab stamping in UTC writes 23:40 on the day before the site's date. Rules do not use
+        this date: they compute study days and dates in the site's zone (D1, D8), which is
+        :attr:`SubjectRegistered.time_zone` of the subject, else the protocol's zone.
+        """
         return self.occurred_at.date()
+
+
+def _minutes(span: dt.timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def _event_type(cls: type[Event]) -> type[Event]:
@@ -271,6 +401,10 @@ class SubjectRegistered(Event):
 
     site: str = attrs.field(validator=_text)
     screening_number: str | None = attrs.field(default=None, validator=_optional_text)
+    #: The IANA time zone of the site (``Asia/Shanghai``). Study days and the dates of every
+    #: event of the subject are computed in this zone, whatever zone an event was stamped in
+    #: (D1, D8); when it is not given, the protocol's zone is used.
+    time_zone: str | None = attrs.field(default=None, validator=_optional_time_zone)
 
 
 @_event_type
@@ -381,7 +515,7 @@ class SubjectEnrolled(Event):
 
 # --- treatment ------------------------------------------------------------------------------
 
-_DOSE = _dimension("mg", "any")
+_DOSE = _quantity(_is_dose_unit, "a dose", _DOSE_UNITS)
 
 
 @_event_type
@@ -390,6 +524,8 @@ class RegimenPrescribed(Event):
     """A regimen was prescribed: drug, dose per administration, frequency (``BID``, ``QD``...)."""
 
     drug: str = attrs.field(validator=_text)
+    #: A mass (``mg``), international units (``[iU]``) or a volume (``mL``), or one of those
+    #: per body surface area (``mg/m2``), per body mass (``mg/kg``) or per volume (``mg/mL``).
     dose: Quantity = attrs.field(validator=_DOSE)
     frequency: str = attrs.field(validator=_text)
     route: str = attrs.field(default="oral", validator=_text)
@@ -401,6 +537,8 @@ class DoseChanged(Event):
     """The prescribed dose or frequency was changed (titration)."""
 
     drug: str = attrs.field(validator=_text)
+    #: A mass (``mg``), international units (``[iU]``) or a volume (``mL``), or one of those
+    #: per body surface area (``mg/m2``), per body mass (``mg/kg``) or per volume (``mg/mL``).
     dose: Quantity = attrs.field(validator=_DOSE)
     frequency: str = attrs.field(validator=_text)
     reason: str | None = attrs.field(default=None, validator=_optional_text)
@@ -412,6 +550,8 @@ class DoseAdministered(Event):
     """A dose was taken or given; ``occurred_at`` is the administration time."""
 
     drug: str = attrs.field(validator=_text)
+    #: A mass (``mg``), international units (``[iU]``) or a volume (``mL``), or one of those
+    #: per body surface area (``mg/m2``), per body mass (``mg/kg``) or per volume (``mg/mL``).
     dose: Quantity = attrs.field(validator=_DOSE)
     route: str | None = attrs.field(default=None, validator=_optional_text)
 
@@ -443,8 +583,9 @@ class DrugLevelResulted(Event):
     loinc: str = attrs.field(validator=_text)
     result: Measurement = attrs.field()
     sample_id: str | None = attrs.field(default=None, validator=_optional_text)
-    #: The sample was labelled as a trough (pre-dose) sample.
-    labelled_trough: bool = attrs.field(default=True, validator=_bool)
+    #: Whether the sample was labelled as a trough (pre-dose) sample. Required: a level sent
+    #: without saying so must not silently become a trough candidate.
+    labelled_trough: bool = attrs.field(validator=_bool)
 
     measured: ClassVar[tuple[str, str] | None] = ("loinc", "result")
 
@@ -469,7 +610,11 @@ class TransfusionGiven(Event):
     """A transfusion was given (``product``: ``RBC``, ``platelets``, ``plasma``...)."""
 
     product: str = attrs.field(validator=_text)
-    amount: Quantity | None = attrs.field(default=None, validator=_dimension("mL", "any"))
+    #: A volume (``mL``) or a count (``1``, ``{unit}``, ``{bag}``).
+    amount: Quantity | None = attrs.field(
+        default=None,
+        validator=_quantity(_is_transfusion_unit, "a transfusion amount", _AMOUNT_UNITS),
+    )
 
 
 @_event_type
@@ -479,6 +624,8 @@ class ConcomitantMedicationStarted(Event):
 
     medication: str = attrs.field(validator=_text)
     code: str | None = attrs.field(default=None, validator=_optional_text)
+    #: A mass (``mg``), international units (``[iU]``) or a volume (``mL``), or one of those
+    #: per body surface area (``mg/m2``), per body mass (``mg/kg``) or per volume (``mg/mL``).
     dose: Quantity | None = attrs.field(default=None, validator=_DOSE)
     indication: str | None = attrs.field(default=None, validator=_optional_text)
 

@@ -143,9 +143,12 @@ def _constraints(field: attrs.Attribute[Any]) -> dict[str, Any]:
     text_validators = {
         getattr(_events, "_text", None), getattr(_events, "_optional_text", None)
     } - {None}
+    zone_validators = {getattr(_events, "_optional_time_zone", None)} - {None}
     for validator in _validators(field):
         if validator in text_validators:
             found.update(minLength=1, pattern=r"\S")
+        elif validator in zone_validators:
+            found.update(minLength=1, pattern=_events._TIME_ZONE_PATTERN)
         elif getattr(validator, "__qualname__", "").startswith("_int_range."):
             names = validator.__code__.co_freevars
             cells = validator.__closure__ or ()
