@@ -197,6 +197,7 @@ class _Run:
         self.endpoints: dict[str, EndpointResult] = {}
         self.selected: dict[str, Any] = {}
         self.overall: str | None = None
+        self.window_closed: dt.date | None = None
         ctx.rules = self.lookup
 
     # --- rule references ---------------------------------------------------------------------
@@ -215,6 +216,11 @@ class _Run:
         for endpoint in self.protocol.endpoints:
             if endpoint.id == rule_id:
                 outcome = self.endpoint(endpoint)
+                # A verdict that reads an endpoint cites its evidence, and its date is the
+                # window's close when nothing was found in it.
+                self.ctx.touched |= {UUID(i) for i in outcome.evidence}
+                if outcome.status == "missing" and outcome.window:
+                    self.window_closed = dt.date.fromisoformat(outcome.window[1])
                 if what == "status":
                     return outcome.status
                 if what == "response":
@@ -321,6 +327,7 @@ class _Run:
         found: list[DeviationResult] = []
         for view in subjects:
             self._fresh()
+            self.window_closed = None
             fired = rule.fires(self.ctx, view)
             if isinstance(fired, Unknown):
                 self._note_unknown(rule.id, fired)
@@ -353,6 +360,8 @@ class _Run:
         evidence = self._evidence()
         last = max((self.by_id[UUID(i)] for i in evidence), key=lambda v: v.index, default=None)
         date = last.instant.local_date if last else None
+        if self.window_closed is not None and (date is None or self.window_closed > date):
+            date = self.window_closed  # an endpoint found missing: when its window closed
         day1 = self._day1()
         day = study_day(date, day1) if date and day1 else None
         return DeviationResult(rule.code or rule.id, rule.text, rule.category, importance,
@@ -398,8 +407,11 @@ class _Run:
         target = study_day_date(anchor_value, rule.target)
         day1 = _as_date(anchor_value)
         window = (lo.isoformat(), hi.isoformat())
+        # The candidates are not evidence; the value selected (and what its rules read) is.
+        saved, self.ctx.touched = self.ctx.touched, set()
         candidates = [v for v in rule.values(self.ctx, None).items
                       if lo <= v.instant.local_date <= hi]
+        self.ctx.touched = saved
         usable = [v for v in candidates if not isinstance(_result(v, self.ctx), Unknown)]
         if not usable:
             if candidates:

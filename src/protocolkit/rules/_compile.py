@@ -315,6 +315,7 @@ class Compiler:
         rf, rt = self.expr(right, it)
         op = str(op_token)
         self._check_comparable(node, lt, rt, op)
+        lf, rf = self._to_analyte(lf, lt, rt), self._to_analyte(rf, rt, lt)
 
         def compare(ctx: Ctx, cur: EventView | None) -> Any:
             return _compare(lf(ctx, cur), rf(ctx, cur), op)
@@ -328,7 +329,8 @@ class Compiler:
         if lk != rk:
             self.error(node, f"cannot compare {lt.describe()} with {rt.describe()}")
             return
-        if lk == "qty" and lt.dim is not None and rt.dim is not None and lt.dim != rt.dim:
+        if (lk == "qty" and lt.dim is not None and rt.dim is not None and lt.dim != rt.dim
+                and not self._analyte_converts(lt, rt) and not self._analyte_converts(rt, lt)):
             self.error(node, f"unit mismatch: cannot compare {lt.describe()} with "
                              f"{rt.describe()}")
         for measured, other in ((lt, rt), (rt, lt)):
@@ -339,6 +341,28 @@ class Compiler:
                                  f"use one of {', '.join(analyte.accepted_units)}")
         if lk in ("string", "bool") and op not in ("=", "!="):
             self.error(node, f"{op} does not order {lt.describe()}")
+
+    def _analyte_converts(self, measured: Ty, other: Ty) -> bool:
+        """A threshold in a unit the analyte accepts converts through its factor (molar)."""
+        analyte = self.catalogue.analytes.get(measured.analyte or "")
+        return analyte is not None and other.unit is not None and (
+            other.unit in analyte.accepted_units)
+
+    def _to_analyte(self, fn: Fn, own: Ty, other: Ty) -> Fn:
+        """Convert a threshold to the analyte's canonical unit when dimensions differ."""
+        if not self._analyte_converts(other, own) or own.dim == other.dim:
+            return fn
+        analyte = self.catalogue.analytes[other.analyte or ""]
+        unit = own.unit or ""
+        factor = analyte.factor_from(unit)
+
+        def converted(ctx: Ctx, cur: EventView | None) -> Any:
+            value = fn(ctx, cur)
+            if not isinstance(value, Qty):
+                return value
+            return Qty.of(value.in_unit(unit) * factor, analyte.canonical_unit)
+
+        return converted
 
     def _x_in_set(self, node: Node, it: Ty | None, negate: bool = False) -> tuple[Fn, Ty]:
         left, literal = node.children
@@ -383,6 +407,7 @@ class Compiler:
         self._check_comparable(lo_node, of, lo_ty, "<=")
         self._check_comparable(hi_node, of, hi_ty, "<=")
         self._check_comparable(node, lo_ty, hi_ty, "<=")
+        lo_fn, hi_fn = self._to_analyte(lo_fn, lo_ty, of), self._to_analyte(hi_fn, hi_ty, of)
         lo_closed, hi_closed = left.data == "closed", right.data == "closed"
         self._check_static_window(node, lo_fn, hi_fn, lo_ty, hi_ty)
 
@@ -736,8 +761,12 @@ class Compiler:
                 uncertain = list(found.uncertain)
                 why = found.why
                 for view in found.items:
+                    # Only members that pass cite what their condition read.
+                    outer, ctx.touched = ctx.touched, set()
                     verdict = _truthy(cond(ctx, view))
+                    used, ctx.touched = ctx.touched, outer
                     if verdict is True:
+                        outer |= used
                         items.append(view)
                     elif isinstance(verdict, Unknown):
                         uncertain.append(view)
@@ -1153,6 +1182,7 @@ _FUNCTIONS: dict[str, tuple[int, Ty | None, Callable[[Ctx, list[Any]], Any]]] = 
     "known": (1, BOOL, lambda ctx, args: not isinstance(args[0], Unknown)),
     "needs": (2, None, lambda ctx, args: args[0] if isinstance(args[0], Unknown) else args[1]),
     "bsa": (2, Ty("qty", (0, 2, 0, 0, 0, 0)), _fn_bsa),
+    "starts_with": (2, BOOL, lambda ctx, args: str(args[0]).startswith(str(args[1]))),
     "date": (1, DATE, _fn_date),
     "years_between": (2, Ty("qty", _NUMBER), _fn_years_between),
     "elapsed": (2, Ty("qty", _TIME), _fn_elapsed),

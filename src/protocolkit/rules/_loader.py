@@ -305,6 +305,8 @@ class _Builder:
         each_ty: Ty | None = None
         fires: Fn | None = None
         c.local_sets.add("occurrence")
+        # `for each` first: `important when` and `fires when` may use its `it`.
+        clauses.sort(key=lambda cl: 0 if isinstance(cl, Tree) and cl.data == "for_each" else 1)
         for clause in clauses:
             data = clause.data if isinstance(clause, Tree) else ""
             if data == "important":
