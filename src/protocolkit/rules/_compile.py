@@ -59,8 +59,14 @@ class Ty:
 
     def describe(self) -> str:
         """Human text of the type."""
+        if self.kind == "qty" and self.unit and self.unit != "1":
+            return f"a quantity in {self.unit}"
+        if self.kind == "qty" and self.analyte:
+            return f"a result of {self.analyte}"
         if self.kind == "qty" and self.dim is not None:
-            return "a number" if self.dim == _NUMBER else f"a quantity of dimension {self.dim}"
+            if self.dim == _NUMBER:
+                return "a number"
+            return f"a quantity of {_DIMENSION_NAMES.get(self.dim, f'dimension {self.dim}')}"
         if self.kind in ("event", "set") and self.types:
             noun = "an event" if self.kind == "event" else "events"
             return f"{noun} of type {', '.join(sorted(self.types))}"
@@ -69,6 +75,17 @@ class Ty:
                 "any": "a value", "none": "nothing", "event": "an event",
                 "set": "events"}[self.kind]
 
+
+_DIMENSION_NAMES = {
+    (1, -3, 0, 0, 0, 0): "mass concentration (like g/L)",
+    (0, -3, 0, 1, 0, 0): "substance concentration (like mmol/L)",
+    (0, -3, 0, 0, 0, 0): "number concentration (like 10*9/L)",
+    (0, 0, 1, 0, 0, 0): "duration (like h or d)",
+    (1, 0, 0, 0, 0, 0): "mass (like mg)",
+    (0, 1, 0, 0, 0, 0): "length (like cm)",
+    (0, 3, 0, 0, 0, 0): "volume (like mL)",
+    (0, 2, 0, 0, 0, 0): "area (like m2)",
+}
 
 ANY = Ty("any")
 BOOL = Ty("bool")
@@ -545,7 +562,7 @@ class Compiler:
             self.error(node.children[1], f"@{rule_id}.{what_token}: a rule has .status, "
                        ".response, .selected (endpoints) or .verdict (criteria)",
                        _suggest(what_token, ["status", "response", "selected", "verdict"]))
-        self._pending_refs.append((rule_id, node))
+        self._pending_refs.append((rule_id, node, self.rule, what_token))
         what = "status" if what_token == "verdict" else what_token
 
         def lookup(ctx: Ctx, cur: EventView | None) -> Any:
@@ -553,9 +570,11 @@ class Compiler:
 
         return lookup, (STRING if what != "selected" else Ty("event"))
 
-    _pending_refs: list[tuple[str, Any]]
+    #: (rule referred to, node, rule it is in, what is read) for the checks after loading.
+    _pending_refs: list[tuple[str, Any, str | None, str]]
 
     def _x_eligibility(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
+        self._pending_refs.append(("", node, self.rule, "eligibility"))
         return (lambda ctx, _it: ctx.rules("", "eligibility")), STRING
 
     # --- queries over the history ------------------------------------------------------------
@@ -706,8 +725,21 @@ class Compiler:
         else:
             base_fn, ty = self._set_base(base)
         fn = base_fn
-        for flt in node.children[1:]:
-            fn, ty = self._set_filter(flt, fn, ty, it)
+        filters = list(node.children[1:])
+        alias = None
+        if filters and isinstance(filters[0], Tree) and filters[0].data == "alias":
+            alias = str(filters.pop(0).children[0])
+            if alias in self.globals:
+                self.error(node, f"'{alias}' is already a defined name; choose another alias")
+        saved = dict(self.local_types)
+        if alias is not None:
+            # `X as name where (...)`: the member is also `name`, visible in nested wheres.
+            self.local_types[alias] = Ty("event", None, ty.types, ty.analyte)
+        try:
+            for flt in filters:
+                fn, ty = self._set_filter(flt, fn, ty, it, alias)
+        finally:
+            self.local_types = saved
         return fn, ty
 
     def _set_base(self, node: Node) -> tuple[Callable[[Ctx, EventView | None], SetVal],
@@ -746,14 +778,15 @@ class Compiler:
     local_sets: set[str]
 
     def _set_filter(self, node: Node, fn: Callable[[Ctx, EventView | None], SetVal],
-                    ty: Ty, it: Ty | None) -> tuple[Callable[[Ctx, EventView | None], SetVal],
-                                                     Ty]:
+                    ty: Ty, it: Ty | None, alias: str | None = None
+                    ) -> tuple[Callable[[Ctx, EventView | None], SetVal], Ty]:
         kind = node.data
         if kind == "where":
-            elem = Ty("event", None, ty.types, ty.analyte)
+            # The analyte a where pins is known inside it too (`loinc = "718-7" and result > x`).
+            analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
+            elem = Ty("event", None, ty.types, analyte)
             cond, cond_ty = self.expr(node.children[0], elem)
             self._want_bool(node.children[0], cond_ty)
-            analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
 
             def where(ctx: Ctx, cur: EventView | None) -> SetVal:
                 found = fn(ctx, cur)
@@ -763,6 +796,8 @@ class Compiler:
                 for view in found.items:
                     # Only members that pass cite what their condition read.
                     outer, ctx.touched = ctx.touched, set()
+                    if alias is not None:
+                        ctx.locals[alias] = view
                     verdict = _truthy(cond(ctx, view))
                     used, ctx.touched = ctx.touched, outer
                     if verdict is True:
@@ -905,7 +940,7 @@ def _field_type(ty: Ty, name: str, catalogue: AnalyteCatalogue) -> Ty:
 def _kind_of(annotation: Any) -> str:
     text = str(annotation)
     for needle, kind in (("Measurement", "measurement"), ("Quantity", "quantity"),
-                         ("DateTime", "instant"), ("datetime", "instant"),
+                         ("DateTime", "instant"), ("datetime.datetime", "instant"),
                          ("date", "date"), ("bool", "bool"), ("int", "int")):
         if needle in text:
             return kind

@@ -226,11 +226,7 @@ class _Builder:
             elif kind == "endpoint":
                 endpoints.append(self._endpoint(stmt))
         c.rule = None
-        for rule_id, node in c._pending_refs:
-            if rule_id not in c.rule_ids:
-                from protocolkit.rules._compile import _suggest  # noqa: PLC0415
-
-                c.error(node, f"no rule {rule_id}", _suggest(rule_id, sorted(c.rule_ids)))
+        self._check_references(statements)
         if c.errors:
             raise RuleErrors(sorted(c.errors, key=lambda e: (e.line or 0, e.column or 0)))
         parameters = {name: g.fn(None, None) for name, g in c.globals.items()  # type: ignore[arg-type]
@@ -242,6 +238,44 @@ class _Builder:
             criteria=tuple(criteria), deviations=tuple(deviations), endpoints=tuple(endpoints),
             study_day_anchor=anchor,
         )
+
+    def _check_references(self, statements: list[Node]) -> None:
+        """Rule references name existing rules of the right kind and form no cycle."""
+        from protocolkit.rules._compile import _suggest  # noqa: PLC0415
+
+        c = self.compiler
+        kinds = {}
+        for stmt in statements:
+            if stmt.data == "criterion":
+                kinds[str(stmt.children[1])] = "criterion"
+            elif stmt.data in ("deviation", "endpoint"):
+                kinds[str(stmt.children[0])] = stmt.data
+        graph: dict[str, set[str]] = {}
+        for rule_id, node, inside, what in c._pending_refs:
+            c.rule = inside
+            if what == "eligibility":
+                targets = {r for r, k in kinds.items() if k == "criterion"}
+            elif rule_id not in kinds:
+                c.error(node, f"no rule {rule_id}", _suggest(rule_id, sorted(kinds)))
+                continue
+            elif kinds[rule_id] == "deviation":
+                c.error(node, f"@{rule_id}: a deviation has no verdict to read")
+                continue
+            elif kinds[rule_id] == "criterion" and what in ("response", "selected"):
+                c.error(node, f"@{rule_id}.{what}: a criterion has .verdict (or .status); "
+                              ".response and .selected are for endpoints")
+                continue
+            else:
+                targets = {rule_id}
+            if inside is not None:
+                graph.setdefault(inside, set()).update(targets)
+        for start in graph:
+            path = _cycle(graph, start)
+            if path:
+                node = next(n for r, n, i, _ in c._pending_refs if i == start)
+                c.rule = start
+                c.error(node, "rules read each other in a cycle: " + " -> ".join(path))
+        c.rule = None
 
     def _global(self, stmt: Node) -> None:
         c = self.compiler
@@ -426,6 +460,21 @@ class _Builder:
 
             c.error(anchor_token, f"unknown anchor {anchor!r}", _suggest(anchor, list(c.globals)))
         return (lo, hi), anchor
+
+
+def _cycle(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A path from ``start`` back to itself through ``graph``, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
 
 
 def _const_fn(value: Any) -> Fn:
