@@ -76,7 +76,7 @@ class Ty:
                 "set": "events"}[self.kind]
 
 
-_DIMENSION_NAMES = {
+_DIMENSION_NAMES: dict[tuple[int, ...], str] = {
     (1, -3, 0, 0, 0, 0): "mass concentration (like g/L)",
     (0, -3, 0, 1, 0, 0): "substance concentration (like mmol/L)",
     (0, -3, 0, 0, 0, 0): "number concentration (like 10*9/L)",
