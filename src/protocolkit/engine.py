@@ -19,7 +19,7 @@ import pendulum
 from protocolkit.corrections import effective_events
 from protocolkit.errors import RuleEvaluationError
 from protocolkit.events import Event, SubjectRegistered
-from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol
+from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
 from protocolkit.rules._compile import (
     Ctx,
     _as_date,
@@ -38,6 +38,7 @@ __all__ = [
     "DeviationResult",
     "EndpointResult",
     "Evaluation",
+    "ReportValue",
     "evaluate",
     "order_key",
 ]
@@ -91,6 +92,21 @@ class EndpointResult:
     missing: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
     path: str = ""
+    #: Whether the window had closed at the evaluation time (an open window may still change).
+    closed: bool = False
+
+
+@attrs.frozen
+class ReportValue:
+    """A value the protocol reports (``report`` statements): shown as text, with evidence."""
+
+    name: str
+    label: str
+    value: str | None
+    unit: str | None = None
+    date: str | None = None
+    missing: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -118,6 +134,7 @@ class Evaluation:
     endpoints: tuple[EndpointResult, ...]
     data_queries: tuple[DataQuery, ...]
     day1: str | None = None
+    reports: tuple[ReportValue, ...] = ()
 
     def criterion(self, rule_id: str) -> CriterionResult:
         """The result of one criterion by id."""
@@ -242,14 +259,38 @@ class _Run:
                     self._query(None, f"{view.type}: {value} is implausible for its unit",
                                 {view.event.event_id})
         day1 = self._day1()
+        reports = tuple(self.report(r) for r in self.protocol.reports)
         return Evaluation(
             protocol=self.protocol.id, protocol_version=self.protocol.version,
             study=self.study, subject=self.subject,
             evaluated_at=self.now.isoformat(), known_at=self.known.isoformat(),
             eligibility=overall, criteria=criteria, deviations=deviations,
             endpoints=endpoints, data_queries=tuple(_unique(self.queries)),
-            day1=day1.isoformat() if day1 else None,
+            day1=day1.isoformat() if day1 else None, reports=reports,
         )
+
+    def report(self, rule: Report) -> ReportValue:
+        self._fresh()
+        value = rule.fn(self.ctx, None)
+        date = None
+        if isinstance(value, EventView):
+            date = value.instant.local_date.isoformat()
+            value = _result(value, self.ctx)
+        if isinstance(value, Unknown):
+            return ReportValue(rule.name, rule.label, None, missing=value.reasons,
+                               evidence=self._evidence())
+        if isinstance(value, bool):
+            shown: tuple[str | None, str | None] = ("yes" if value else "no", None)
+        elif isinstance(value, dt.date):
+            shown = (value.isoformat(), None)
+        else:
+            shown = _shown(value)
+        if date is None and self.ctx.touched and isinstance(value, Qty):
+            last = max((self.by_id[i] for i in self.ctx.touched if i in self.by_id),
+                       key=lambda v: v.index)
+            date = last.instant.local_date.isoformat()
+        return ReportValue(rule.name, rule.label, shown[0], shown[1], date,
+                           evidence=self._evidence())
 
     def _fresh(self) -> None:
         self.ctx.touched = set()
@@ -390,9 +431,11 @@ class _Run:
         return result
 
     def _endpoint(self, rule: Endpoint) -> EndpointResult:
+        closed = False
+
         def done(status: str, **kw: Any) -> EndpointResult:
             return EndpointResult(rule.id, rule.text, status, path=rule.path,
-                                  evidence=self._evidence(), **kw)
+                                  evidence=self._evidence(), closed=closed, **kw)
 
         if rule.applies is not None:
             applies = _truthy(rule.applies(self.ctx, None))
@@ -407,6 +450,7 @@ class _Run:
         target = study_day_date(anchor_value, rule.target)
         day1 = _as_date(anchor_value)
         window = (lo.isoformat(), hi.isoformat())
+        closed = self.ctx.now.local_date > hi
         # The candidates are not evidence; the value selected (and what its rules read) is.
         saved, self.ctx.touched = self.ctx.touched, set()
         candidates = [v for v in rule.values(self.ctx, None).items

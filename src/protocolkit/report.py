@@ -17,6 +17,7 @@ from protocolkit.engine import (
     DeviationResult,
     EndpointResult,
     Evaluation,
+    ReportValue,
 )
 from protocolkit.events import Event
 
@@ -39,6 +40,8 @@ def _schema_of(annotation: Any) -> dict[str, Any]:
     args = typing.get_args(annotation)
     if annotation is str:
         return {"type": "string"}
+    if annotation is bool:
+        return {"type": "boolean"}
     if annotation is int:
         return {"type": "integer"}
     if origin in (typing.Union, types.UnionType):
@@ -72,7 +75,7 @@ def _class_schema(cls: type) -> dict[str, Any]:
 def evaluation_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of :func:`evaluation_to_json`'s output."""
     defs = {cls.__name__: _class_schema(cls) for cls in
-            (CriterionResult, DeviationResult, EndpointResult, DataQuery)}
+            (CriterionResult, DeviationResult, EndpointResult, DataQuery, ReportValue)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://protocolkit.invalid/schema/evaluation.schema.json",
@@ -109,6 +112,12 @@ def render_text(evaluation: Evaluation) -> str:
         lines.append("  Endpoints:")
     for p in e.endpoints:
         lines.append(f"    {p.id:<10} {_endpoint_text(p)}")
+    if e.reports:
+        lines.append("  Reported:")
+        for r in e.reports:
+            value = f"{r.value} {r.unit or ''}".strip() if r.value is not None else "unknown"
+            when = f" ({r.date})" if r.date else ""
+            lines.append(f"    {r.label}: {value}{when}")
     if e.data_queries:
         lines.append(f"  Data queries: {len(e.data_queries)}")
         for q in e.data_queries:

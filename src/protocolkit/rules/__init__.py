@@ -7,6 +7,7 @@ from protocolkit.rules._loader import (
     Deviation,
     Endpoint,
     Protocol,
+    Report,
     load_protocol,
     parse_protocol,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "Deviation",
     "Endpoint",
     "Protocol",
+    "Report",
     "default_protocol_path",
     "load_protocol",
     "parse_protocol",

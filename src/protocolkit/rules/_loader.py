@@ -19,7 +19,15 @@ from protocolkit.rules._compile import BOOL, Compiler, Fn, Global, Node, SetVal,
 from protocolkit.rules._values import EventView, Qty
 from protocolkit.units import AnalyteCatalogue, default_catalogue
 
-__all__ = ["Criterion", "Deviation", "Endpoint", "Protocol", "load_protocol", "parse_protocol"]
+__all__ = [
+    "Criterion",
+    "Deviation",
+    "Endpoint",
+    "Protocol",
+    "Report",
+    "load_protocol",
+    "parse_protocol",
+]
 
 SetFn = Any  # Callable[[Ctx, EventView | None], SetVal]
 
@@ -74,6 +82,16 @@ class Endpoint:
 
 
 @attrs.frozen
+class Report:
+    """A value the protocol reports for every subject (the latest valid trough...)."""
+
+    name: str
+    label: str
+    fn: Fn
+    path: str
+
+
+@attrs.frozen
 class Protocol:
     """A loaded, checked and compiled protocol."""
 
@@ -90,6 +108,7 @@ class Protocol:
     deviations: tuple[Deviation, ...] = attrs.field(repr=False)
     endpoints: tuple[Endpoint, ...] = attrs.field(repr=False)
     study_day_anchor: str | None = None
+    reports: tuple[Report, ...] = attrs.field(default=(), repr=False)
 
     @property
     def digest(self) -> str:
@@ -214,6 +233,7 @@ class _Builder:
         criteria: list[Criterion] = []
         deviations: list[Deviation] = []
         endpoints: list[Endpoint] = []
+        reports: list[Report] = []
         for stmt in statements:
             c.rule = None
             kind = stmt.data
@@ -225,6 +245,12 @@ class _Builder:
                 deviations.append(self._deviation(stmt))
             elif kind == "endpoint":
                 endpoints.append(self._endpoint(stmt))
+            elif kind == "report":
+                name_token, label, body = stmt.children
+                c.rule = f"report {name_token}"
+                fn, _ = c.expr(body, None)
+                reports.append(Report(str(name_token), str(label)[1:-1], fn,
+                                      self.path(stmt, str(name_token))))
         c.rule = None
         self._check_references(statements)
         if c.errors:
@@ -236,7 +262,7 @@ class _Builder:
             id=protocol_id, title=title, version=version, effective=effective, zone=zone,
             source=self.source, text=self.text, parameters=parameters, globals=c.globals,
             criteria=tuple(criteria), deviations=tuple(deviations), endpoints=tuple(endpoints),
-            study_day_anchor=anchor,
+            study_day_anchor=anchor, reports=tuple(reports),
         )
 
     def _check_references(self, statements: list[Node]) -> None:
