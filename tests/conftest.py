@@ -68,7 +68,8 @@ def drop_postgres_store(name: str) -> None:
     loc = StoreLocation.parse(POSTGRES_URL)
     assert loc.conninfo is not None
     with psycopg.connect(loc.conninfo, autocommit=True) as conn:
-        for suffix in ("events", "event_ids", "subjects", "meta", "tracking", "projections"):
+        for suffix in ("events", "event_ids", "subjects", "meta", "tracking",
+                       "projection_subjects", "projection_position"):
             conn.execute(f'DROP TABLE IF EXISTS "{name}_{suffix}" CASCADE')
         conn.execute(f'DROP FUNCTION IF EXISTS "{name}_append_only"() CASCADE')
 

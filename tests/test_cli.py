@@ -214,3 +214,21 @@ def test_console_script_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "study" in done.stdout
+
+
+def test_status_and_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["demo", *_store_args(tmp_path)])
+    capsys.readouterr()
+    at = ["--at", "2020-08-10"]
+    assert main(["status", *at, *_store_args(tmp_path)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("PUMCH-")}
+    assert "ineligible" in rows["PUMCH-004"] and "pending" in rows["PUMCH-006"]
+    assert "PD-PK, PD-TDM" in rows["PUMCH-009"]
+    assert main(["status", "PUMCH-009", *at, *_store_args(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "regimen: tacrolimus 0.5 mg BID" in out and "latest_trough: 6.9 ng/mL" in out
+    assert main(["study", *at, "--format", "json", *_store_args(tmp_path)]) == 0
+    study = orjson.loads(capsys.readouterr().out)
+    assert (study["enrolled"], study["target"], study["screened"]) == (9, 80, 12)
+    assert main(["status", "NOBODY", *at, *_store_args(tmp_path)]) == 1

@@ -23,6 +23,7 @@ LAYERS = {
     "rules": 6,
     "engine": 7,
     "report": 8,
+    "projections": 8,
     "protocols": 6,
     "examples": 6,
     "cli": 9,

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import orjson
 import pendulum
@@ -21,6 +22,7 @@ from protocolkit.engine import evaluate
 from protocolkit.errors import ProtocolKitError, RuleErrors
 from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
 from protocolkit.ingest import export_jsonl, import_jsonl
+from protocolkit.projections import Projector, render_states, render_study
 from protocolkit.report import (
     evaluation_to_json,
     explain,
@@ -225,6 +227,54 @@ def explain_command(subject: str, rule: str, protocol_path: Path | None, at_text
         events = [r.event for r in store.history(protocol.id, subject)]
     result = evaluate(protocol, events, at=at, known_at=known)
     click.echo(explain(result, rule, events))
+
+
+@cli.command("status")
+@click.argument("subject", required=False)
+@_protocol_option
+@_at_option
+@_store_option
+@_format_option
+def status_command(subject: str | None, protocol_path: Path | None, at_text: str | None,
+                   store_url: str | None, fmt: str) -> None:
+    """The current state of every subject (or one), caught up from the log first."""
+    protocol = _protocol(protocol_path)
+    at = _instant_option(at_text, protocol.zone)
+    with _open(store_url) as store:
+        projector = Projector(store, protocol, at=at)
+        projector.catch_up()
+        # The rows hold the state at the time they were computed; re-evaluate at this --at
+        # (or now: windows may have closed since the last run).
+        projector.refresh()
+        states = projector.subjects(subject)
+    if subject is not None and not states:
+        raise click.ClickException(f"no subject {subject!r} in study {protocol.id}")
+    if fmt == "json":
+        click.echo(orjson.dumps([attrs.asdict(s) for s in states],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(render_states(states, detailed=subject is not None))
+
+
+@cli.command("study")
+@_protocol_option
+@_at_option
+@_store_option
+@_format_option
+def study_command(protocol_path: Path | None, at_text: str | None, store_url: str | None,
+                  fmt: str) -> None:
+    """The study at a glance: enrolment, screening funnel, deviations, endpoint completeness."""
+    protocol = _protocol(protocol_path)
+    at = _instant_option(at_text, protocol.zone)
+    with _open(store_url) as store:
+        projector = Projector(store, protocol, at=at)
+        projector.catch_up()
+        projector.refresh()
+        state = projector.study()
+    if fmt == "json":
+        click.echo(orjson.dumps(attrs.asdict(state), option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(render_study(state))
 
 
 def _subjects(store: EventStore, protocol: Protocol, wanted: Sequence[str]) -> list[str]:
