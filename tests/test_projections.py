@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import attrs
@@ -83,7 +84,7 @@ def test_incremental_equals_full_replay_in_any_arrival_order(
     bounds = [0, *sorted(cuts), len(arrival)]
     with open_store(":memory:") as store:
         projector = Projector(store, protocol(), at=AT)
-        for number, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for number, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             store.append(arrival[lo:hi])
             if number == restart:
                 projector = Projector(store, protocol(), at=AT)  # a restart mid-stream

@@ -17,7 +17,7 @@ import attrs
 import pendulum
 
 from protocolkit.corrections import effective_events
-from protocolkit.errors import RuleEvaluationError
+from protocolkit.errors import EventError, RuleEvaluationError
 from protocolkit.events import Event, SubjectRegistered
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
 from protocolkit.rules._compile import (
@@ -170,6 +170,10 @@ def evaluate(
             by then is open, never missing (D8).
         known_at: count only events recorded up to this time (default: ``at``).
     """
+    for name, value in (("at", at), ("known_at", known_at)):
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise EventError(f"a naive {name} names no instant: give its UTC offset (D1)",
+                             field=name)
     now = pendulum.instance(at) if at is not None else pendulum.now("UTC")
     known = pendulum.instance(known_at) if known_at is not None else now
     events = [h.event if isinstance(h, RecordedEvent) else h for h in history]

@@ -346,16 +346,17 @@ class Compiler:
         if lk != rk:
             self.error(node, f"cannot compare {lt.describe()} with {rt.describe()}")
             return
-        if (lk == "qty" and lt.dim is not None and rt.dim is not None and lt.dim != rt.dim
-                and not self._analyte_converts(lt, rt) and not self._analyte_converts(rt, lt)):
-            self.error(node, f"unit mismatch: cannot compare {lt.describe()} with "
-                             f"{rt.describe()}")
         for measured, other in ((lt, rt), (rt, lt)):
             analyte = self.catalogue.analytes.get(measured.analyte or "")
             if analyte is not None and other.unit and other.unit not in analyte.accepted_units:
                 self.error(node, f"unit mismatch: {other.unit} cannot be compared with "
                                  f"{analyte.name} ({analyte.code}, {analyte.canonical_unit}); "
                                  f"use one of {', '.join(analyte.accepted_units)}")
+                return  # one mismatch, one error
+        if (lk == "qty" and lt.dim is not None and rt.dim is not None and lt.dim != rt.dim
+                and not self._analyte_converts(lt, rt) and not self._analyte_converts(rt, lt)):
+            self.error(node, f"unit mismatch: cannot compare {lt.describe()} with "
+                             f"{rt.describe()}")
         if lk in ("string", "bool") and op not in ("=", "!="):
             self.error(node, f"{op} does not order {lt.describe()}")
 
@@ -506,6 +507,14 @@ class Compiler:
         if result is None:
             self.error(node, f"cannot compute {lt.describe()} {op} {rt.describe()}")
             result = ANY
+        elif lt.kind == "date" and rt.kind == "qty" and op in "+-":
+            try:
+                step = rf(_STATIC, None)
+            except Exception:  # depends on data
+                step = None
+            if isinstance(step, Qty) and (step.unit in ("mo", "a") or step.base % _DAY):
+                self.error(node.children[1], f"a date moves by whole days: {step.shown()} is "
+                           "not a whole number of days (use d or wk; mo and a are for ages)")
 
         def compute(ctx: Ctx, cur: EventView | None) -> Any:
             return _arith(lf(ctx, cur), rf(ctx, cur), op, ctx.zone)
@@ -523,8 +532,11 @@ class Compiler:
         if len(args) != arity:
             self.error(node, f"{name}() takes {arity} argument(s), got {len(args)}")
             return _const(None), ANY
+        if name == "starts_with":
+            for (_, ty), child in zip(args, node.children[1:], strict=False):
+                if ty.kind not in ("string", "any"):
+                    self.error(child, f"starts_with() compares text, not {ty.describe()}")
         fns = [f for f, _ in args]
-
         sees_unknown = name in ("known", "needs")
 
         def call(ctx: Ctx, cur: EventView | None) -> Any:
@@ -655,6 +667,10 @@ class Compiler:
             for view in found.items:
                 ctx.touch(view)
                 results.append(_truthy(cond(ctx, view)))
+            for view in found.uncertain:
+                # A member that may or may not belong: it matters only if it would fail.
+                if _truthy(cond(ctx, view)) is not True:
+                    results.append(found.why or Unknown(("membership uncertain",)))
             return kleene_and(results)
 
         return every, BOOL
@@ -1217,7 +1233,8 @@ _FUNCTIONS: dict[str, tuple[int, Ty | None, Callable[[Ctx, list[Any]], Any]]] = 
     "known": (1, BOOL, lambda ctx, args: not isinstance(args[0], Unknown)),
     "needs": (2, None, lambda ctx, args: args[0] if isinstance(args[0], Unknown) else args[1]),
     "bsa": (2, Ty("qty", (0, 2, 0, 0, 0, 0)), _fn_bsa),
-    "starts_with": (2, BOOL, lambda ctx, args: str(args[0]).startswith(str(args[1]))),
+    "starts_with": (2, BOOL, lambda ctx, args: Unknown(("no text to match",))
+                    if args[0] is None else str(args[0]).startswith(str(args[1]))),
     "date": (1, DATE, _fn_date),
     "years_between": (2, Ty("qty", _NUMBER), _fn_years_between),
     "elapsed": (2, Ty("qty", _TIME), _fn_elapsed),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -146,33 +147,64 @@ def parse_protocol(
 ) -> Protocol:
     """Parse, check and compile protocol text (see :func:`load_protocol`)."""
     errors: list[RuleError] = []
-
-    def on_error(exc: UnexpectedInput) -> bool:
-        errors.append(_syntax_error(exc, source))
-        return len(errors) < 20
-
-    try:
-        tree = _parser().parse(text, on_error=on_error)
-    except UnexpectedCharacters as exc:
-        errors.append(_syntax_error(exc, source))
-        raise RuleErrors(errors) from None
-    except UnexpectedInput as exc:
-        if not errors:
+    masked = text
+    while True:
+        try:
+            tree = _parser().parse(masked)
+            break
+        except UnexpectedInput as exc:
             errors.append(_syntax_error(exc, source))
-        raise RuleErrors(errors) from None
+            line = getattr(exc, "line", None)
+            if (not isinstance(line, int) or line < 1 or len(errors) >= 20
+                    or "PROTOCOL" in (getattr(exc, "expected", None) or ())):
+                break  # no header: nothing after it can be read
+            # Blank out the statement holding the error (keeping every position) and parse
+            # again, so each broken statement is reported once and the rest still checked.
+            if getattr(exc, "column", 0) == 1 and line > 1:
+                # The next statement's keyword is where an unfinished one is noticed.
+                line -= 1
+            masked, ok = _mask_statement(masked, line)
+            if not ok:
+                break
     if errors:
         raise RuleErrors(errors)
     return _Builder(text, source, catalogue or default_catalogue()).build(tree)
+
+
+_STATEMENT = re.compile(
+    r"^(protocol|parameter|anchor|let|define|report|inclusion|exclusion|deviation|endpoint)\b"
+)
+
+
+def _mask_statement(text: str, line: int) -> tuple[str, bool]:
+    """Replace the statement that holds ``line`` with blanks; False if it is the header."""
+    lines = text.split("\n")
+    index = min(line, len(lines)) - 1
+    start = index
+    while start > 0 and not _STATEMENT.match(lines[start]):
+        start -= 1
+    if lines[start].startswith("protocol") or not _STATEMENT.match(lines[start]):
+        return text, False
+    end = index + 1
+    while end < len(lines) and not _STATEMENT.match(lines[end]):
+        end += 1
+    if all(not lines[i].strip() for i in range(start, end)):
+        return text, False
+    for i in range(start, end):
+        lines[i] = " " * len(lines[i])
+    return "\n".join(lines), True
 
 
 def _syntax_error(exc: UnexpectedInput, source: str) -> RuleError:
     line, column = getattr(exc, "line", None), getattr(exc, "column", None)
     if isinstance(exc, UnexpectedToken):
         token = exc.token
-        expected = sorted(_pretty(t) for t in exc.accepts or exc.expected)
+        # Descriptions first (a name, a number), then symbols, then keywords.
+        expected = sorted({_pretty(t) for t in exc.accepts or exc.expected}, key=lambda x: (
+            0 if not x.startswith("'") else 1 if not x[1:-1].isalpha() else 2, x))
         got = "the end of the file" if token.type == "$END" else repr(str(token))
-        message = f"syntax error: unexpected {got}; expected {', '.join(expected[:8])}"
-        if len(expected) > 8:
+        message = f"syntax error: unexpected {got}; expected {', '.join(expected[:12])}"
+        if len(expected) > 12:
             message += ", ..."
     elif isinstance(exc, UnexpectedCharacters):
         message = f"syntax error: unexpected character {exc.char!r}"
@@ -181,13 +213,21 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> RuleError:
     return RuleError(message, source=source, line=line, column=column)
 
 
+_PRETTY = {
+    "RULE_ID": "a rule id like INC-AGE", "TYPE": "an event type", "NAME": "a name",
+    "STRING": "a quoted string", "NUMBER": "a number", "INT": "an integer",
+    "DATE": "a date YYYY-MM-DD", "UNIT": "a unit", "COMPOP": "a comparison",
+    "CRITERION_KIND": "inclusion or exclusion", "IMPORTANCE": "important or not_important",
+    "TIE": "later or earlier", "VERDICT": "met or not_met", "SIGN": "'-' or '+'",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
+    "RBRACE": "'}'", "COMMA": "','", "EQUAL": "'='", "DOLLAR": "'$'", "AT": "'@'",
+    "DOT": "'.'", "COLON": "':'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
+    "SLASH": "'/'", "LESSTHAN": "'<'", "MORETHAN": "'>'", "$END": "the end of the file",
+}
+
+
 def _pretty(terminal: str) -> str:
-    names = {"RULE_ID": "a rule id like INC-AGE", "TYPE": "an event type", "NAME": "a name",
-             "STRING": "a quoted string", "NUMBER": "a number", "INT": "an integer",
-             "DATE": "a date YYYY-MM-DD", "UNIT": "a unit", "LPAR": "'('", "RPAR": "')'",
-             "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "EQUAL": "'='", "DOLLAR": "'$'",
-             "COMPOP": "a comparison"}
-    return names.get(terminal, terminal.lower().replace("_", " "))
+    return _PRETTY.get(terminal, repr(terminal.lower().replace("_", " ")))
 
 
 class _Builder:
@@ -248,6 +288,8 @@ class _Builder:
             elif kind == "report":
                 name_token, label, body = stmt.children
                 c.rule = f"report {name_token}"
+                if any(r.name == str(name_token) for r in reports):
+                    c.error(name_token, f"report {name_token} is defined twice")
                 fn, _ = c.expr(body, None)
                 reports.append(Report(str(name_token), str(label)[1:-1], fn,
                                       self.path(stmt, str(name_token))))
