@@ -42,6 +42,7 @@ from protocolkit.errors import (
 )
 from protocolkit.events import EntryCorrected, EntryRetracted, Event
 from protocolkit.serde import decode_stored, encode_stored
+from protocolkit.store._chain import ChainRow, Verification, verify_rows
 from protocolkit.store._sqlite import check_sqlite_file
 
 __all__ = [
@@ -233,6 +234,9 @@ class _LogRecorder(Protocol):
     def init_meta(self, name: str) -> str: ...
     def locate(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]: ...
     def subjects(self) -> list[tuple[str, str, UUID]]: ...
+    def chain(self) -> list[ChainRow]: ...
+    def raw_rows(self) -> list[tuple[int, str, int, str, bytes]]: ...
+    def event_homes(self) -> dict[str, tuple[str, int]]: ...
 
 
 class _LogApplication(Application[UUID]):
@@ -507,6 +511,18 @@ class EventStore:
         stream, version = where
         stored = self._recorder.select_events(stream, gt=version - 1, lte=version)
         return RecordedEvent(self.mapper.to_event(stored[0]), version) if stored else None
+
+    def verify(self) -> Verification:
+        """Recompute the integrity chain over the rows as they are in the database.
+
+        Names the first event that was altered, removed, inserted or reordered, even by a
+        change made directly in the database; ``head`` is the hash auditors keep.
+        """
+        names: dict[str, tuple[str, str]] = {}
+        for study, subject, stream in self._recorder.subjects():
+            names[stream.hex] = names[str(stream)] = (study, subject)
+        return verify_rows(self._recorder.raw_rows(), self._recorder.chain(), names,
+                           self._recorder.event_homes())
 
     def studies_of(self, subject: str) -> list[str]:
         """The studies in which ``subject`` has events (usually one)."""

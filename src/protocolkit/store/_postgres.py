@@ -21,7 +21,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "PostgreSQL stores need the 'postgres' extra: pip install 'protocolkit[postgres]'"
     ) from exc
 
+import attrs
+
 from protocolkit.errors import StoreError
+from protocolkit.store._chain import GENESIS, ChainRow, chain_rows
 
 __all__ = ["PostgresEventRecorder", "check_postgres_tables"]
 
@@ -40,6 +43,7 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         self.ids_table = f"{prefix}_event_ids"
         self.subjects_table = f"{prefix}_subjects"
         self.meta_table = f"{prefix}_meta"
+        self.chain_table = f"{prefix}_chain"
         schema = Identifier(datastore.schema)
         tables = {
             self.meta_table: "key text PRIMARY KEY, value text NOT NULL",
@@ -49,6 +53,11 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
             ),
             self.subjects_table: (
                 "originator_id uuid PRIMARY KEY, study text NOT NULL, subject text NOT NULL"
+            ),
+            self.chain_table: (
+                "position bigint PRIMARY KEY, originator_id text NOT NULL, "
+                "originator_version bigint NOT NULL, event_hash text NOT NULL, "
+                "subject_hash text NOT NULL, log_hash text NOT NULL"
             ),
         }
         for table, columns in tables.items():
@@ -65,7 +74,8 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
                 "append-only', TG_OP, TG_TABLE_NAME; END $$"
             ).format(schema=schema, fn=refuse)
         )
-        for table in (events_table_name, self.ids_table, self.subjects_table, self.meta_table):
+        for table in (events_table_name, self.ids_table, self.subjects_table, self.meta_table,
+                      self.chain_table):
             self.sql_create_statements.append(
                 SQL(
                     "CREATE OR REPLACE TRIGGER {trigger} BEFORE UPDATE OR DELETE ON "
@@ -104,7 +114,48 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         # Still under the table lock, in the same transaction and pipeline as the events.
         curs.executemany(self._insert_ids, kwargs["event_rows"])
         curs.executemany(self._insert_subjects, kwargs["subject_rows"])
+        assert ids is not None
+        streams = sorted({str(s.originator_id) for s in stored_events})
+        curs.execute(self._q("SELECT DISTINCT ON (originator_id) originator_id, subject_hash "
+                             "FROM {t0} WHERE originator_id = ANY(%s) "
+                             "ORDER BY originator_id, position DESC", self.chain_table),
+                     (streams,))
+        heads = {r["originator_id"]: r["subject_hash"] for r in curs.fetchall()}
+        curs.execute(self._q("SELECT log_hash FROM {t0} ORDER BY position DESC LIMIT 1",
+                             self.chain_table))
+        last = curs.fetchone()
+        rows = chain_rows(stored_events, list(ids), heads,
+                          last["log_hash"] if last else GENESIS)
+        curs.executemany(
+            self._q("INSERT INTO {t0} VALUES (%s, %s, %s, %s, %s, %s)", self.chain_table),
+            [attrs.astuple(r) for r in rows],
+        )
         return ids
+
+    def chain(self) -> list[ChainRow]:
+        """Every chain entry, in log order."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._q("SELECT * FROM {t0} ORDER BY position", self.chain_table))
+            return [ChainRow(r["position"], r["originator_id"], r["originator_version"],
+                             r["event_hash"], r["subject_hash"], r["log_hash"])
+                    for r in curs.fetchall()]
+
+    def event_homes(self) -> dict[str, tuple[str, int]]:
+        """Where each event id was appended: (stream id, version)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._q("SELECT event_id, originator_id, originator_version "
+                                 "FROM {t0}", self.ids_table))
+            return {str(r["event_id"]): (str(r["originator_id"]), int(r["originator_version"]))
+                    for r in curs.fetchall()}
+
+    def raw_rows(self) -> list[tuple[int, str, int, str, bytes]]:
+        """Every stored row as it is in the database, in log order."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._q("SELECT notification_id, originator_id, originator_version, "
+                                 "topic, state FROM {t0} ORDER BY notification_id",
+                                 self.events_table_name))
+            return [(r["notification_id"], str(r["originator_id"]), r["originator_version"],
+                     r["topic"], bytes(r["state"])) for r in curs.fetchall()]
 
     def _q(self, text: str, table: str) -> Composed:
         return SQL(text).format(t0=Identifier(self.datastore.schema, table))

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import attrs
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from protocolkit.errors import StoreError
+from protocolkit.store._chain import GENESIS, ChainRow, chain_rows
 
 __all__ = ["SQLiteEventRecorder", "check_sqlite_file"]
 
@@ -24,9 +26,15 @@ _SIDE_TABLES = {
     "protocolkit_subjects": (
         "originator_id TEXT PRIMARY KEY, study TEXT NOT NULL, subject TEXT NOT NULL"
     ),
+    "protocolkit_chain": (
+        "position INTEGER PRIMARY KEY, originator_id TEXT NOT NULL, "
+        "originator_version INTEGER NOT NULL, event_hash TEXT NOT NULL, "
+        "subject_hash TEXT NOT NULL, log_hash TEXT NOT NULL"
+    ),
 }
 # The log and its indexes are append-only; meta is append-only too (its rows are identity).
-_GUARDED = ("stored_events", "protocolkit_event_ids", "protocolkit_subjects", "protocolkit_meta")
+_GUARDED = ("stored_events", "protocolkit_event_ids", "protocolkit_subjects", "protocolkit_meta",
+            "protocolkit_chain")
 
 
 class SQLiteEventRecorder(SQLiteApplicationRecorder):
@@ -56,7 +64,47 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
         c.executemany(
             "INSERT OR IGNORE INTO protocolkit_subjects VALUES (?,?,?)", kwargs["subject_rows"]
         )
+        # The integrity chain, in the same transaction (SQLite has one writer at a time).
+        streams = sorted({s.originator_id.hex if isinstance(s.originator_id, UUID)
+                          else str(s.originator_id) for s in stored_events})
+        heads: dict[str, str] = {}
+        for stream in streams:
+            c.execute("SELECT subject_hash FROM protocolkit_chain WHERE originator_id = ? "
+                      "ORDER BY position DESC LIMIT 1", (stream,))
+            row = c.fetchone()
+            if row is not None:
+                heads[stream] = row[0]
+        c.execute("SELECT log_hash FROM protocolkit_chain ORDER BY position DESC LIMIT 1")
+        last = c.fetchone()
+        assert ids is not None
+        rows = chain_rows([_hex(s) for s in stored_events], list(ids), heads,
+                          last[0] if last else GENESIS)
+        c.executemany("INSERT INTO protocolkit_chain VALUES (?,?,?,?,?,?)",
+                      [attrs.astuple(r) for r in rows])
         return ids
+
+    def chain(self) -> list[ChainRow]:
+        """Every chain entry, in log order."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT * FROM protocolkit_chain ORDER BY position")
+            return [ChainRow(*tuple(r)) for r in c.fetchall()]
+
+    def event_homes(self) -> dict[str, tuple[str, int]]:
+        """Where each event id was appended: (stream id, version)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT event_id, originator_id, originator_version "
+                      "FROM protocolkit_event_ids")
+            return {r[0]: (r[1], int(r[2])) for r in c.fetchall()}
+
+    def raw_rows(self) -> list[tuple[int, str, int, str, bytes]]:
+        """Every stored row as it is in the database, in log order."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT rowid, originator_id, originator_version, topic, state "
+                      "FROM stored_events ORDER BY rowid")
+            # A row rewritten by hand may hold text where bytes were stored.
+            return [(r[0], r[1], r[2], r[3],
+                     r[4].encode() if isinstance(r[4], str) else bytes(r[4]))
+                    for r in c.fetchall()]
 
     def init_meta(self, name: str) -> str:
         """Record this store's name (first open only) and return the name recorded."""
@@ -87,6 +135,14 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
             c.execute("SELECT study, subject, originator_id FROM protocolkit_subjects "
                       "ORDER BY study, subject")
             return [(r[0], r[1], UUID(r[2])) for r in c.fetchall()]
+
+
+def _hex(stored: StoredEvent) -> StoredEvent:
+    """The row as SQLite keeps it: the stream id as 32 hex digits."""
+    if isinstance(stored.originator_id, UUID):
+        return StoredEvent(stored.originator_id.hex, stored.originator_version, stored.topic,
+                           stored.state)
+    return stored
 
 
 def check_sqlite_file(path: str, name: str) -> None:
