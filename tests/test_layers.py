@@ -24,6 +24,7 @@ LAYERS = {
     "engine": 7,
     "report": 8,
     "projections": 8,
+    "audit": 8,
     "protocols": 6,
     "examples": 6,
     "cli": 9,

@@ -18,6 +18,14 @@ import click
 import orjson
 import pendulum
 
+from protocolkit.audit import (
+    ProtocolSet,
+    ReceiptError,
+    diff_protocols,
+    diff_verdicts,
+    make_receipt,
+    verify_receipt,
+)
 from protocolkit.engine import evaluate
 from protocolkit.errors import ProtocolKitError, RuleErrors
 from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
@@ -31,7 +39,7 @@ from protocolkit.report import (
 )
 from protocolkit.report import schema_text as report_schema_text
 from protocolkit.rules import Protocol, default_protocol_path, load_protocol
-from protocolkit.serde import event_to_json
+from protocolkit.serde import event_to_json, read_jsonl
 from protocolkit.store import EventStore, open_store
 from protocolkit.timeutil import parse_instant
 
@@ -137,6 +145,10 @@ def _protocol(path: Path | None) -> Protocol:
     return load_protocol(path)
 
 
+def _protocol_set(path: Path | None) -> ProtocolSet:
+    return ProtocolSet.load(path if path is not None else default_protocol_path())
+
+
 def _instant_option(value: str | None, zone: str | None) -> pendulum.DateTime | None:
     """An instant from RFC 9557 text, or a date meaning the end of that day in the site zone."""
     if value is None:
@@ -155,8 +167,9 @@ def _instant_option(value: str | None, zone: str | None) -> pendulum.DateTime | 
 
 
 _protocol_option = click.option(
-    "--protocol", "protocol_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The protocol file (default: the embedded NCT03918265 protocol).",
+    "--protocol", "protocol_path", type=click.Path(exists=True, path_type=Path),
+    help="The protocol file, or a folder of its versions (amendments); default: the embedded "
+         "NCT03918265 protocol.",
 )
 _at_option = click.option("--at", "at_text", metavar="TIME",
                           help="Evaluation time (RFC 9557 date-time, or a date meaning its end in "
@@ -193,15 +206,31 @@ def check_rules_command(files: tuple[Path, ...]) -> None:
 @_known_option
 @_store_option
 @_format_option
+@click.option("--receipt", "receipt_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a receipt (JSON Lines, one per subject) to this file.")
 def evaluate_command(subjects: tuple[str, ...], protocol_path: Path | None, at_text: str | None,
-                     known_text: str | None, store_url: str | None, fmt: str) -> None:
-    """Evaluate the protocol for subjects in the store (all of the study's by default)."""
-    protocol = _protocol(protocol_path)
-    at = _instant_option(at_text, protocol.zone)
+                     known_text: str | None, store_url: str | None, fmt: str,
+                     receipt_path: Path | None) -> None:
+    """Evaluate the protocol for subjects in the store (all of the study's by default).
+
+    With --known-at, only events recorded up to then count: the answer the system gave then.
+    """
+    pset = _protocol_set(protocol_path)
+    protocol = pset.versions[-1]
+    at = _instant_option(at_text, protocol.zone) or pendulum.now("UTC")
     known = _instant_option(known_text, protocol.zone)
+    receipts = []
+    results = []
     with _open(store_url) as store:
-        results = [evaluate(protocol, store.history(protocol.id, s), at=at, known_at=known)
-                   for s in _subjects(store, protocol, subjects)]
+        for s in _subjects(store, protocol, subjects):
+            events = [r.event for r in store.history(protocol.id, s)]
+            result = pset.evaluate(events, at=at, known_at=known)
+            results.append(result)
+            used = next(v for v in pset.versions if v.version == result.protocol_version)
+            receipts.append(make_receipt(result, events, used))
+    if receipt_path is not None:
+        receipt_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in receipts))
+        click.echo(f"{len(receipts)} receipt(s) written to {receipt_path}", err=True)
     if fmt == "json":
         click.echo(orjson.dumps([evaluation_to_json(r) for r in results],
                                 option=orjson.OPT_INDENT_2).decode())
@@ -290,6 +319,113 @@ def _subjects(store: EventStore, protocol: Protocol, wanted: Sequence[str]) -> l
             f"no events for {', '.join(missing)} in study {protocol.id} "
             f"({store.location.display})")
     return list(wanted)
+
+
+@cli.command("verify")
+@_store_option
+def verify_command(store_url: str | None) -> None:
+    """Recompute the integrity chain; name the first altered, removed, inserted or moved event."""
+    with _open(store_url) as store:
+        report = store.verify()
+    if report.ok:
+        click.echo(f"ok: {report.events} events, chain head {report.head}")
+        return
+    for problem in report.problems[:20]:
+        click.echo(str(problem), err=True)
+    if len(report.problems) > 20:
+        click.echo(f"... and {len(report.problems) - 20} more", err=True)
+    raise ReceiptError(f"the log was changed outside protocolkit: {len(report.problems)} "
+                       f"problem(s); first: {report.problems[0]}")
+
+
+@cli.command("verify-receipt")
+@click.argument("receipt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_protocol_option
+@_store_option
+@click.option("--events", "events_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Re-run from this JSON Lines file instead of the store.")
+def verify_receipt_command(receipt_file: Path, protocol_path: Path | None,
+                           store_url: str | None, events_file: Path | None) -> None:
+    """Re-run the evaluations of a receipt file and confirm every digest."""
+    pset = _protocol_set(protocol_path)
+    lines = [line for line in receipt_file.read_bytes().splitlines() if line.strip()]
+    failures = 0
+    for line in lines:
+        receipt = orjson.loads(line)
+        if events_file is not None:
+            events = read_jsonl(events_file.read_text("utf-8").splitlines())
+        else:
+            with _open(store_url) as store:
+                events = [r.event for r in store.history(receipt["study"], receipt["subject"])]
+        try:
+            verify_receipt(receipt, events, pset.versions)
+        except ReceiptError as exc:
+            failures += 1
+            click.echo(f"{receipt['subject']}: FAILED: {exc}", err=True)
+        else:
+            click.echo(f"{receipt['subject']}: ok ({receipt['protocol']['id']} "
+                       f"v{receipt['protocol']['version']}, {receipt['events']['count']} events)")
+    if failures:
+        raise ReceiptError(f"{failures} of {len(lines)} receipt(s) do not verify")
+
+
+@cli.command("diff")
+@click.argument("subject")
+@click.option("--from", "from_text", required=True, metavar="TIME",
+              help="The earlier knowledge time.")
+@click.option("--to", "to_text", metavar="TIME", help="The later knowledge time (default: now).")
+@_protocol_option
+@_at_option
+@_store_option
+@_format_option
+def diff_command(subject: str, from_text: str, to_text: str | None,
+                 protocol_path: Path | None, at_text: str | None, store_url: str | None,
+                 fmt: str) -> None:
+    """Every verdict that changed between two knowledge times, and the events that changed it."""
+    pset = _protocol_set(protocol_path)
+    zone = pset.versions[-1].zone
+    known_from = _instant_option(from_text, zone)
+    known_to = _instant_option(to_text, zone) or pendulum.now("UTC")
+    assert known_from is not None
+    at = _instant_option(at_text, zone)
+    with _open(store_url) as store:
+        [one] = _subjects(store, pset.versions[-1], (subject,))
+        events = [r.event for r in store.history(pset.id, one)]
+    changes = diff_verdicts(events, pset, known_from=known_from, known_to=known_to, at=at)
+    if fmt == "json":
+        click.echo(orjson.dumps([attrs.asdict(c) for c in changes],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    if not changes:
+        click.echo(f"{subject}: no verdict changed between {known_from} and {known_to}")
+        return
+    for change in changes:
+        click.echo(f"{change.rule}: {change.before or '-'} -> {change.after or '-'}")
+        for e in change.events:
+            why = f" ({e['reason']})" if "reason" in e else ""
+            click.echo(f"    {e['change']:<9} {e['type']:<24} recorded {e['recorded_at']} by "
+                       f"{e['recorded_by']}{why}")
+
+
+@cli.command("diff-protocol")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_at_option
+@_store_option
+def diff_protocol_command(old: Path, new: Path, at_text: str | None,
+                          store_url: str | None) -> None:
+    """List the subjects whose verdicts would change from protocol OLD to NEW."""
+    before, after = load_protocol(old), load_protocol(new)
+    at = _instant_option(at_text, after.zone) or pendulum.now("UTC")
+    with _open(store_url) as store:
+        histories = [[r.event for r in store.history(before.id, s)]
+                     for _, s in store.subjects(before.id)]
+    found = diff_protocols(histories, before, after, at=at)
+    click.echo(f"{len(found)} of {len(histories)} subject(s) change from v{before.version} to "
+               f"v{after.version}")
+    for subject, changes in found:
+        for rule, a, b in changes:
+            click.echo(f"  {subject}  {rule}: {a or '-'} -> {b or '-'}")
 
 
 @cli.command("schema")

@@ -110,6 +110,9 @@ class Protocol:
     endpoints: tuple[Endpoint, ...] = attrs.field(repr=False)
     study_day_anchor: str | None = None
     reports: tuple[Report, ...] = attrs.field(default=(), repr=False)
+    #: How a subject's version is chosen among amendments: "date" (the version in force at
+    #: the evaluation time) or "consent" (the version of the form the subject signed).
+    versions_by: str = "date"
 
     @property
     def digest(self) -> str:
@@ -248,7 +251,11 @@ class _Builder:
         strings = [str(t)[1:-1] for t in header.children if isinstance(t, Token)
                    and t.type == "STRING"]
         date_token = next(t for t in header.children if isinstance(t, Token) and t.type == "DATE")
-        zone_node = next((t for t in header.children if isinstance(t, Tree)), None)
+        zone_node = next((t for t in header.children if isinstance(t, Tree)
+                          and t.data == "zone"), None)
+        rule_node = next((t for t in header.children if isinstance(t, Tree)
+                          and t.data == "amendments"), None)
+        versions_by = str(rule_node.children[0]) if rule_node is not None else "date"
         zone = str(zone_node.children[0])[1:-1] if zone_node is not None else None
         if zone is not None:
             try:
@@ -304,7 +311,7 @@ class _Builder:
             id=protocol_id, title=title, version=version, effective=effective, zone=zone,
             source=self.source, text=self.text, parameters=parameters, globals=c.globals,
             criteria=tuple(criteria), deviations=tuple(deviations), endpoints=tuple(endpoints),
-            study_day_anchor=anchor, reports=tuple(reports),
+            study_day_anchor=anchor, reports=tuple(reports), versions_by=versions_by,
         )
 
     def _check_references(self, statements: list[Node]) -> None:

@@ -59,6 +59,8 @@ __all__ = [
 DEFAULT_STORE = "protocolkit.db"
 #: Environment variable naming the default store location.
 STORE_ENV = "PROTOCOLKIT_STORE"
+#: Environment variable holding the store's encryption key (base64, from AESCipher.create_key).
+CIPHER_ENV = "PROTOCOLKIT_CIPHER_KEY"
 _NAMESPACE = UUID("6f0c5d3e-2b1a-5c4e-9a7d-3e8f1b2c4d5a")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -277,6 +279,8 @@ class EventStore:
             raise StoreError(f"page_size must be at least 1, got {page_size}")
         self.page_size = page_size
         env = dict(self.location.env)
+        if cipher_key is None:
+            cipher_key = os.environ.get(CIPHER_ENV) or None
         if cipher_key is not None:
             env["CIPHER_TOPIC"] = "eventsourcing.cipher:AESCipher"
             env["CIPHER_KEY"] = cipher_key
