@@ -68,9 +68,11 @@ def drop_postgres_store(name: str) -> None:
     loc = StoreLocation.parse(POSTGRES_URL)
     assert loc.conninfo is not None
     with psycopg.connect(loc.conninfo, autocommit=True) as conn:
-        for suffix in ("events", "event_ids", "subjects", "meta", "tracking",
-                       "projection_subjects", "projection_position"):
-            conn.execute(f'DROP TABLE IF EXISTS "{name}_{suffix}" CASCADE')
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+            "AND table_name LIKE %s", (f"{name}\\_%",)).fetchall()
+        for (table,) in tables:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')  # type: ignore[call-overload]
         conn.execute(f'DROP FUNCTION IF EXISTS "{name}_append_only"() CASCADE')
 
 
