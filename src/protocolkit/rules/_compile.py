@@ -8,6 +8,7 @@ line and column and reported together.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import difflib
 from collections.abc import Callable, Sequence
@@ -105,6 +106,9 @@ class Ctx:
     touched: set[Any] = attrs.field(factory=set)
     locals: dict[str, Any] = attrs.field(factory=dict)
     rules: Any = None  # the engine's rule-result lookup (status of / response of)
+    #: Sorted UTC keys of member lists, by list identity (bisection of before/after).
+    keys: dict[int, list[dt.datetime]] = attrs.field(factory=dict)
+    pinned: list[Any] = attrs.field(factory=list)
 
     def touch(self, view: EventView) -> None:
         """Record an event as evidence of the verdict being computed."""
@@ -416,8 +420,7 @@ class Compiler:
     def _x_not_in_interval(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         return self._x_in_interval(node, it, negate=True)
 
-    def interval(self, node: Node, it: Ty | None, of: Ty
-                 ) -> Callable[[Ctx, EventView | None, Any], Any]:
+    def interval(self, node: Node, it: Ty | None, of: Ty) -> _Interval:
         """Compile ``[a, b]`` (either bracket); return a membership test."""
         left, lo_node, hi_node, right = node.children
         lo_fn, lo_ty = self.expr(lo_node, it)
@@ -429,13 +432,7 @@ class Compiler:
         lo_closed, hi_closed = left.data == "closed", right.data == "closed"
         self._check_static_window(node, lo_fn, hi_fn, lo_ty, hi_ty)
 
-        def member(ctx: Ctx, cur: EventView | None, value: Any) -> Any:
-            lo, hi = lo_fn(ctx, cur), hi_fn(ctx, cur)
-            low = _compare(value, lo, ">=" if lo_closed else ">")
-            high = _compare(value, hi, "<=" if hi_closed else "<")
-            return kleene_and([low, high])
-
-        return member
+        return _Interval(lo_fn, hi_fn, lo_closed, hi_closed)
 
     def _check_static_window(self, node: Any, lo_fn: Fn, hi_fn: Fn, lo_ty: Ty, hi_ty: Ty) -> None:
         if lo_ty.kind not in {"qty", "date"}:
@@ -829,7 +826,19 @@ class Compiler:
             member = self.interval(node.children[0], it, INSTANT)
 
             def within(ctx: Ctx, cur: EventView | None) -> SetVal:
-                return _filter(fn(ctx, cur), lambda v: member(ctx, cur, v.instant))
+                found = fn(ctx, cur)
+                lo, hi = member.bounds(ctx, cur)
+                lo_t, hi_t = _as_time(lo), _as_time(hi)
+                if (isinstance(lo_t, Instant) and isinstance(hi_t, Instant)
+                        and not (lo_t.day_only or hi_t.day_only) and not found.uncertain):
+                    keys = _keys(ctx, found.items)
+                    if keys is not None:
+                        start = (bisect.bisect_left if member.lo_closed
+                                 else bisect.bisect_right)(keys, lo_t.utc)
+                        end = (bisect.bisect_right if member.hi_closed
+                               else bisect.bisect_left)(keys, hi_t.utc)
+                        return SetVal(found.items[start:max(start, end)])
+                return _filter(found, lambda v: member.test(v.instant, lo, hi))
 
             return within, ty
         operand_fn, operand_ty = self.expr(node.children[0], it)
@@ -848,7 +857,12 @@ class Compiler:
             if kind == "on_date":
                 day = _as_date(bound)
                 return _filter(fn(ctx, cur), lambda v: v.instant.local_date == day)
-            return _filter(fn(ctx, cur), lambda v: _compare(v.instant, bound, op))
+            found = fn(ctx, cur)
+            point = _as_time(bound)
+            if (isinstance(point, Instant) and not point.day_only and not found.uncertain
+                    and not any(v.instant.day_only for v in found.items[:1])):
+                return _cut(ctx, found, point, op)
+            return _filter(found, lambda v: _compare(v.instant, bound, op))
 
         return filtered, ty
 
@@ -1125,6 +1139,60 @@ def _join_unit(a: str, b: str, sep: str) -> str:
     if b == "1":
         return a
     return f"{a}{sep}{b}"
+
+
+@attrs.frozen
+class _Interval:
+    """A compiled interval: its bounds, their brackets, and a membership test."""
+
+    lo_fn: Fn
+    hi_fn: Fn
+    lo_closed: bool
+    hi_closed: bool
+
+    def bounds(self, ctx: Ctx, cur: EventView | None) -> tuple[Any, Any]:
+        """The bounds' values for this subject and event."""
+        return self.lo_fn(ctx, cur), self.hi_fn(ctx, cur)
+
+    def test(self, value: Any, lo: Any, hi: Any) -> Any:
+        """Whether ``value`` lies between the bounds (Kleene)."""
+        low = _compare(value, lo, ">=" if self.lo_closed else ">")
+        high = _compare(value, hi, "<=" if self.hi_closed else "<")
+        return kleene_and([low, high])
+
+    def __call__(self, ctx: Ctx, cur: EventView | None, value: Any) -> Any:
+        lo, hi = self.bounds(ctx, cur)
+        return self.test(value, lo, hi)
+
+
+def _keys(ctx: Ctx, items: list[EventView]) -> list[dt.datetime] | None:
+    """The members' UTC instants (cached per list), or None if one has only a date."""
+    keys = ctx.keys.get(id(items))
+    if keys is None or len(keys) != len(items):
+        if any(v.instant.day_only for v in items):
+            return None
+        keys = [v.instant.utc for v in items]
+        ctx.keys[id(items)] = keys
+        ctx.pinned.append(items)  # keep the list alive while its id is a cache key
+    return keys
+
+
+def _cut(ctx: Ctx, found: SetVal, point: Instant, op: str) -> SetVal:
+    """``before``/``after`` a precise instant by bisection: members are in clinical order.
+
+    Falls back to a scan when a member has only a date (it may be unknown against a time).
+    """
+    items = found.items
+    keys = _keys(ctx, items)
+    if keys is None:
+        return _filter(found, lambda v: _compare(v.instant, point, op))
+    if op == "<":
+        return SetVal(items[:bisect.bisect_left(keys, point.utc)])
+    if op == "<=":
+        return SetVal(items[:bisect.bisect_right(keys, point.utc)])
+    if op == ">":
+        return SetVal(items[bisect.bisect_right(keys, point.utc):])
+    return SetVal(items[bisect.bisect_left(keys, point.utc):])
 
 
 def _filter(found: SetVal, test: Callable[[EventView], Any]) -> SetVal:
