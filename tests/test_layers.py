@@ -25,6 +25,7 @@ LAYERS = {
     "report": 8,
     "projections": 8,
     "audit": 8,
+    "coverage": 8,
     "protocols": 6,
     "examples": 6,
     "cli": 9,

@@ -26,6 +26,7 @@ from protocolkit.audit import (
     make_receipt,
     verify_receipt,
 )
+from protocolkit.coverage import ClauseCoverage
 from protocolkit.engine import evaluate
 from protocolkit.errors import ProtocolKitError, RuleErrors
 from protocolkit.events import ENVELOPE_FIELDS, EntryCorrected, EntryRetracted, Event
@@ -319,6 +320,22 @@ def _subjects(store: EventStore, protocol: Protocol, wanted: Sequence[str]) -> l
             f"no events for {', '.join(missing)} in study {protocol.id} "
             f"({store.location.display})")
     return list(wanted)
+
+
+@cli.command("coverage")
+@_protocol_option
+@_at_option
+@_store_option
+def coverage_command(protocol_path: Path | None, at_text: str | None,
+                     store_url: str | None) -> None:
+    """Which criteria, deviation rules and response branches the store's subjects exercise."""
+    protocol = _protocol(protocol_path)
+    at = _instant_option(at_text, protocol.zone)
+    coverage = ClauseCoverage(protocol)
+    with _open(store_url) as store:
+        for _, subject in store.subjects(protocol.id):
+            coverage.add(evaluate(protocol, store.history(protocol.id, subject), at=at))
+    click.echo(coverage.report())
 
 
 @cli.command("verify")

@@ -33,6 +33,7 @@ from protocolkit.store import RecordedEvent
 from protocolkit.units import Measurement
 
 __all__ = [
+    "OBSERVERS",
     "CriterionResult",
     "DataQuery",
     "DeviationResult",
@@ -149,6 +150,10 @@ class Evaluation:
         return [d.code for d in self.deviations]
 
 
+#: Callbacks that see every evaluation made (clause coverage records through this).
+OBSERVERS: list[Callable[[Evaluation], None]] = []
+
+
 def order_key(event: Event) -> tuple[dt.datetime, str, str]:
     """Clinical-time order: the UTC instant, then event type, then event id (never record order)."""
     return (event.occurred_at.astimezone(dt.UTC), event.event_type, str(event.event_id))
@@ -192,7 +197,10 @@ def evaluate(
     for view in views:
         by_type.setdefault(view.type, []).append(view)
     ctx = Ctx(by_type=by_type, now=instant_of(now, zone, _INSTANT), zone=zone)
-    return _Run(protocol, ctx, views, study=study, subject=subject, now=now, known=known).run()
+    result = _Run(protocol, ctx, views, study=study, subject=subject, now=now, known=known).run()
+    for observer in OBSERVERS:
+        observer(result)
+    return result
 
 
 _INSTANT = __import__("protocolkit.events", fromlist=["TimePrecision"]).TimePrecision.INSTANT
@@ -552,4 +560,4 @@ def _unique(queries: list[DataQuery]) -> list[DataQuery]:
     return list(seen.values())
 
 
-_ = (Callable, Instant)
+_ = Instant
