@@ -6,9 +6,10 @@ could not do it; 75 another writer got there first (retry); 70 an internal error
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,20 @@ def explain_command(subject: str, rule: str, protocol_path: Path | None, at_text
     click.echo(explain(result, rule, events))
 
 
+@contextlib.contextmanager
+def _projector(store_url: str | None, protocol: Protocol, at_text: str | None
+               ) -> Iterator[Projector]:
+    """A projector caught up from the log and re-evaluated at --at (default: now)."""
+    at = _instant_option(at_text, protocol.zone)
+    with _open(store_url) as store:
+        projector = Projector(store, protocol, at=at)
+        projector.catch_up()
+        # The rows hold the state as of when they were computed; windows close as time
+        # passes, so re-evaluate everyone at the time asked for.
+        projector.refresh()
+        yield projector
+
+
 @cli.command("status")
 @click.argument("subject", required=False)
 @_protocol_option
@@ -269,13 +284,7 @@ def status_command(subject: str | None, protocol_path: Path | None, at_text: str
                    store_url: str | None, fmt: str) -> None:
     """The current state of every subject (or one), caught up from the log first."""
     protocol = _protocol(protocol_path)
-    at = _instant_option(at_text, protocol.zone)
-    with _open(store_url) as store:
-        projector = Projector(store, protocol, at=at)
-        projector.catch_up()
-        # The rows hold the state at the time they were computed; re-evaluate at this --at
-        # (or now: windows may have closed since the last run).
-        projector.refresh()
+    with _projector(store_url, protocol, at_text) as projector:
         states = projector.subjects(subject)
     if subject is not None and not states:
         raise click.ClickException(f"no subject {subject!r} in study {protocol.id}")
@@ -295,11 +304,7 @@ def study_command(protocol_path: Path | None, at_text: str | None, store_url: st
                   fmt: str) -> None:
     """The study at a glance: enrolment, screening funnel, deviations, endpoint completeness."""
     protocol = _protocol(protocol_path)
-    at = _instant_option(at_text, protocol.zone)
-    with _open(store_url) as store:
-        projector = Projector(store, protocol, at=at)
-        projector.catch_up()
-        projector.refresh()
+    with _projector(store_url, protocol, at_text) as projector:
         state = projector.study()
     if fmt == "json":
         click.echo(orjson.dumps(attrs.asdict(state), option=orjson.OPT_INDENT_2).decode())
