@@ -18,6 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import enum
+import re
+import types
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -28,6 +31,7 @@ import cattrs
 import orjson
 import pendulum
 from cattrs.gen import make_dict_structure_fn
+from pendulum.tz.timezone import FixedTimezone
 
 from protocolkit.errors import EventError, EventValidationError
 from protocolkit.events import EVENT_TYPES, Event
@@ -245,16 +249,90 @@ def encode_stored(event: Event) -> bytes:
 
 
 def decode_stored(event_type: str, state: bytes) -> Event:
-    """Rebuild an event the store wrote, trusting its stored canonical values."""
-    cls = EVENT_TYPES.get(event_type)
-    if cls is None:
+    """Rebuild an event the store wrote, trusting its stored canonical values.
+
+    The store only ever holds events that passed the boundary, so decoding builds them
+    without re-running the validators (about 10x faster than :func:`event_from_json`); a
+    row that does not have the shape written is reported as an ``EventError``.
+    """
+    build = _TRUSTED.get(event_type)
+    if build is None:
         raise _unknown_type(event_type)
     body = orjson.loads(state)
-    if cls.measured is not None:
-        result_field = cls.measured[1]
-        if body.get(result_field) is not None:
-            body[result_field] = converter.structure(body[result_field], Measurement)
-    return _structure(cls, body)
+    try:
+        return build(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EventError(f"stored {event_type} does not have the shape written: {exc!r}")\
+            from None
+
+
+# --- the trusted decoder: what the store wrote, rebuilt without validation -----------------------
+
+_ZONES: dict[str, Any] = {}
+_OFFSETS: dict[int, Any] = {}
+_STAMP = re.compile(r"^([^\[]+)(?:\[([^\]]+)\])?$")
+
+
+def _trusted_instant(text: str) -> pendulum.DateTime:
+    match = _STAMP.match(text)
+    if match is None:
+        raise ValueError(f"not an instant: {text!r}")
+    parsed = dt.datetime.fromisoformat(match[1])
+    name = match[2]
+    if name is not None:
+        zone = _ZONES.get(name)
+        if zone is None:
+            zone = _ZONES[name] = pendulum.timezone(name)
+        local = parsed.astimezone(zone)
+    else:
+        offset = parsed.utcoffset()
+        seconds = int(offset.total_seconds()) if offset is not None else 0
+        zone = _OFFSETS.get(seconds)
+        if zone is None:
+            zone = _OFFSETS[seconds] = FixedTimezone(seconds)
+        local = parsed
+    return pendulum.DateTime(local.year, local.month, local.day, local.hour, local.minute,
+                             local.second, local.microsecond, tzinfo=zone, fold=local.fold)
+
+
+def _trusted_hook(kind: Any) -> Callable[[Any], Any]:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        inner = _trusted_hook(next(a for a in typing.get_args(kind) if a is not type(None)))
+        return lambda v: None if v is None else inner(v)
+    if kind is pendulum.DateTime:
+        return _trusted_instant
+    if kind is dt.date:
+        return dt.date.fromisoformat
+    if kind is UUID:
+        return UUID
+    if kind is Decimal:
+        return Decimal
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        members = dict(kind._value2member_map_)
+        return members.__getitem__
+    if isinstance(kind, type) and attrs.has(kind):
+        return _trusted_builder(kind)
+    return lambda v: v  # str, int, bool, dict: JSON already has them
+
+
+def _trusted_builder(cls: type[T]) -> Callable[[dict[str, Any]], T]:
+    hints = typing.get_type_hints(cls)
+    plan = [(f.name, _trusted_hook(hints[f.name])) for f in attrs.fields(cls)]  # type: ignore[arg-type]
+    new, setter = object.__new__, object.__setattr__
+
+    def build(body: dict[str, Any]) -> T:
+        instance = new(cls)
+        for name, hook in plan:
+            setter(instance, name, hook(body[name]))
+        return instance
+
+    return build
+
+
+_TRUSTED: dict[str, Callable[[dict[str, Any]], Event]] = {
+    name: _trusted_builder(cls) for name, cls in EVENT_TYPES.items()
+}
 
 
 def read_jsonl(
