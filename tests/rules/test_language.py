@@ -539,9 +539,6 @@ def test_important_when_looks_at_the_occurrence() -> None:
         ("PD-TDM", "important", "2024-03-02")]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: consecutive treats an unknown (implausible) value "
-                   "as breaking the run and drops it silently: no unknown, no data query for "
-                   "the rule (Kleene: the run 12, ?, 13 may hold)")
 def test_consecutive_with_an_unknown_value_is_not_silently_absent() -> None:
     events = [level("2024-03-01T08:00", "12"), level("2024-03-02T08:00", "400"),
               level("2024-03-03T08:00", "13")]

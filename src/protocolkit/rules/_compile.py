@@ -706,23 +706,35 @@ class Compiler:
         if between is not None:
             between_fn, _ = self.set_expr(between.children[0], it)
 
-        def runs(ctx: Ctx, cur: EventView | None) -> Any:
-            seq = base_fn(ctx, cur).items
-            blockers = between_fn(ctx, cur).items if between_fn else []
+        def scan(seq: list[EventView], verdicts: list[Any], blockers: list[EventView],
+                 maybe: bool) -> list[list[EventView]]:
             found: list[list[EventView]] = []
             run: list[EventView] = []
-            for view in seq:
-                if _truthy(pred(ctx, view)) is True and not (
-                    run and _any_between(blockers, run[-1], view)
-                ):
+            for view, verdict in zip(seq, verdicts, strict=True):
+                matches = verdict is True or (maybe and isinstance(verdict, Unknown))
+                if matches and run and not _any_between(blockers, run[-1], view):
                     run.append(view)
-                elif _truthy(pred(ctx, view)) is True:
+                elif matches:
                     run = [view]
                 else:
                     run = []
                 if len(run) == count:
                     found.append(run)
                     run = []
+            return found
+
+        def runs(ctx: Ctx, cur: EventView | None) -> Any:
+            seq = base_fn(ctx, cur).items
+            blockers = between_fn(ctx, cur).items if between_fn else []
+            verdicts = [_truthy(pred(ctx, view)) for view in seq]
+            found = scan(seq, verdicts, blockers, maybe=False)
+            unknowns = [v for v in verdicts if isinstance(v, Unknown)]
+            if not found and unknowns and scan(seq, verdicts, blockers, maybe=True):
+                # Kleene: a run might exist through a value we cannot read.
+                merged = unknowns[0]
+                for extra in unknowns[1:]:
+                    merged = merged.merge(extra)
+                return merged
             return found
 
         return runs, Ty("runs", None, base_ty.types, base_ty.analyte)
