@@ -611,9 +611,6 @@ def test_a_date_only_consent_and_a_dose_on_that_date_cannot_be_ordered() -> None
     assert str(signed.event_id) in evaluation.data_queries[0].evidence
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the data query for two events that cannot be "
-                   "ordered names only the event the rule picked (the consent), not the dose "
-                   "whose order is unknown: a monitor cannot find it")
 def test_the_order_query_names_both_events() -> None:
     signed = consent("2024-03-01T00:00", day_only=True)
     same_day = dose("2024-03-01T10:00")

@@ -609,8 +609,8 @@ class Compiler:
                 edge = found.uncertain[-1] if last else found.uncertain[0]
                 if chosen is None or (edge.index > chosen.index if last
                                       else edge.index < chosen.index):
-                    why = found.why or Unknown((f"{label} (uncertain)",))
-                    return why
+                    ctx.touch(edge)
+                    return found.why or Unknown((f"{label} (uncertain)",))
             if chosen is None:
                 return Unknown((label,))
             ctx.touch(chosen)
@@ -629,6 +629,8 @@ class Compiler:
             for view in found.items:
                 ctx.touch(view)
             if found.uncertain:
+                for view in found.uncertain:
+                    ctx.touch(view)
                 return found.why or Unknown(("count uncertain",))
             return Qty.number(len(found.items))
 
@@ -644,6 +646,8 @@ class Compiler:
                     ctx.touch(view)
                 return not negate
             if found.uncertain:
+                for view in found.uncertain:
+                    ctx.touch(view)  # the events whose membership is in doubt are the evidence
                 return found.why or Unknown(("uncertain",))
             return negate
 
