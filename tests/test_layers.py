@@ -24,6 +24,8 @@ LAYERS = {
     "engine": 7,
     "report": 8,
     "projections": 8,
+    "strategies": 8,
+    "pytest_plugin": 9,
     "audit": 8,
     "coverage": 8,
     "protocols": 6,

@@ -122,6 +122,8 @@ class SetVal:
     items: list[EventView]
     uncertain: list[EventView] = attrs.field(factory=list)
     why: Unknown | None = None
+    #: For members a `where` turned away: the events its condition read (why they are out).
+    rejected: dict[int, set[Any]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -462,6 +464,7 @@ class Compiler:
                 return True
             if any(v is view for v in found.uncertain):
                 return found.why or Unknown(("membership uncertain",))
+            ctx.touched |= found.rejected.get(id(view), set())  # why it is not a member
             return False
 
         return member, BOOL
@@ -822,8 +825,10 @@ class Compiler:
                 items: list[EventView] = []
                 uncertain = list(found.uncertain)
                 why = found.why
+                rejected = dict(found.rejected)
                 for view in found.items:
-                    # Only members that pass cite what their condition read.
+                    # Only members that pass cite what their condition read; what turned
+                    # a member away is kept for `not (it in $set)`.
                     outer, ctx.touched = ctx.touched, set()
                     if alias is not None:
                         ctx.locals[alias] = view
@@ -835,7 +840,9 @@ class Compiler:
                     elif isinstance(verdict, Unknown):
                         uncertain.append(view)
                         why = verdict if why is None else why.merge(verdict)
-                return SetVal(items, uncertain, why)
+                    else:
+                        rejected[id(view)] = used
+                return SetVal(items, uncertain, why, rejected)
 
             return where, Ty("set", None, ty.types, analyte)
         if kind == "within":
