@@ -59,3 +59,22 @@ def test_cli_coverage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert out.startswith("clause coverage of NCT03918265 v1.0:")
     assert "PD-WIN1-HB-M24: never fired" in out
+
+
+def test_pytest_option_reports_clause_coverage(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "test_one.py").write_text(
+        "import pendulum\n"
+        "from protocolkit.engine import evaluate\n"
+        "def test_empty(protocolkit_protocol):\n"
+        "    evaluate(protocolkit_protocol, [], at=pendulum.datetime(2024, 1, 1))\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "--protocolkit-coverage", str(tmp_path / "test_one.py")],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "protocolkit clause coverage" in done.stdout
+    assert "clause coverage of NCT03918265 v1.0" in done.stdout

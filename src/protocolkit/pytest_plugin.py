@@ -38,6 +38,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "(default: the embedded NCT03918265 protocol)",
     )
     parser.addini(_INI, "protocol file the protocolkit_protocol fixture loads", default="")
+    group.addoption(
+        "--protocolkit-coverage", action="store_true", default=False,
+        help="report which criteria, deviation rules and response branches of the protocol "
+             "the run's evaluations exercised (clause coverage)",
+    )
+
+
+_COVERAGE: list[object] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start recording evaluations when ``--protocolkit-coverage`` is given."""
+    if not config.getoption("--protocolkit-coverage"):
+        return
+    from protocolkit import engine  # noqa: PLC0415 - lazy, as the fixtures below
+    from protocolkit.coverage import ClauseCoverage  # noqa: PLC0415
+    from protocolkit.rules import default_protocol_path, load_protocol  # noqa: PLC0415
+
+    path = _protocol_path(config)
+    coverage = ClauseCoverage(load_protocol(path if path is not None
+                                            else default_protocol_path()))
+    engine.OBSERVERS.append(coverage.add)
+    _COVERAGE.append(coverage)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the clause coverage at the end of the run."""
+    for coverage in _COVERAGE:
+        terminalreporter.write_sep("-", "protocolkit clause coverage")
+        terminalreporter.write_line(coverage.report())  # type: ignore[attr-defined]
 
 
 def _protocol_path(config: pytest.Config) -> Path | None:
