@@ -48,10 +48,11 @@ QUICK = settings(max_examples=15, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 #: ``find`` that shrinks: the result is the smallest example (deterministic). No explain
 #: phase: it traces every line run while shrinking, ten times slower.
-FIND = settings(database=None, max_examples=50, deadline=None,
+FIND = settings(database=None, max_examples=500, derandomize=True, deadline=None,
                 phases=[Phase.generate, Phase.shrink])
 #: ``find`` that only needs an example: no shrinking.
-EXISTS = settings(database=None, max_examples=200, deadline=None, phases=[Phase.generate])
+EXISTS = settings(database=None, max_examples=500, derandomize=True, deadline=None,
+                  phases=[Phase.generate])
 
 
 @cache
