@@ -66,6 +66,11 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
                     schema=schema, table=Identifier(table)
                 )
             )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (originator_id, "
+                "position)").format(index=Identifier(f"{self.chain_table}_stream"),
+                                    schema=schema, table=Identifier(self.chain_table))
+        )
         refuse = Identifier(f"{prefix}_append_only")
         self.sql_create_statements.append(
             SQL(
@@ -116,14 +121,17 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         curs.executemany(self._insert_subjects, kwargs["subject_rows"])
         assert ids is not None
         streams = sorted({str(s.originator_id) for s in stored_events})
-        curs.execute(self._q("SELECT DISTINCT ON (originator_id) originator_id, subject_hash "
-                             "FROM {t0} WHERE originator_id = ANY(%s) "
-                             "ORDER BY originator_id, position DESC", self.chain_table),
-                     (streams,))
-        heads = {r["originator_id"]: r["subject_hash"] for r in curs.fetchall()}
-        curs.execute(self._q("SELECT log_hash FROM {t0} ORDER BY position DESC LIMIT 1",
-                             self.chain_table))
-        last = curs.fetchone()
+        # Its own cursor: in psycopg's pipeline, reading a query's rows on the cursor that just
+        # ran executemany can fail after the transaction committed (found by the benchmark).
+        with curs.connection.cursor() as reader:
+            reader.execute(self._q("SELECT DISTINCT ON (originator_id) originator_id, "
+                                   "subject_hash FROM {t0} WHERE originator_id = ANY(%s) "
+                                   "ORDER BY originator_id, position DESC", self.chain_table),
+                           (streams,))
+            heads = {r["originator_id"]: r["subject_hash"] for r in reader.fetchall()}
+            reader.execute(self._q("SELECT log_hash FROM {t0} ORDER BY position DESC LIMIT 1",
+                                   self.chain_table))
+            last = reader.fetchone()
         rows = chain_rows(stored_events, list(ids), heads,
                           last["log_hash"] if last else GENESIS)
         curs.executemany(

@@ -48,6 +48,9 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
         statements = super().construct_create_table_statements()
         for table, columns in _SIDE_TABLES.items():
             statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        # The chain head of a subject is looked up at every append.
+        statements.append("CREATE INDEX IF NOT EXISTS protocolkit_chain_stream "
+                          "ON protocolkit_chain (originator_id, position)")
         for table in _GUARDED:
             for action in ("UPDATE", "DELETE"):
                 statements.append(
