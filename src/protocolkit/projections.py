@@ -306,8 +306,11 @@ class Projector:
         """
         after = self.position if replay_from is None else replay_from
         read = 0
+        # Collect first, evaluate each touched subject once (not once per page of the log),
+        # then write the rows and the new position in one transaction.
+        touched: dict[tuple[str, str], int] = {}
+        last = after
         for page in self.store.pages(after=after):
-            touched: dict[tuple[str, str], int] = {}
             for recorded in page:
                 key = (recorded.event.study, recorded.event.subject)
                 if key[0] != self.protocol.id:
@@ -318,10 +321,10 @@ class Projector:
                     cached.append(recorded.event)
                 touched[key] = recorded.version
             read += len(page)
-            last = page[-1].position or after
+            last = page[-1].position or last
+        if read:
             rows = [self._row(key, version) for key, version in touched.items()]
             self.tables.write(rows, last, self.protocol.digest, fail_before_commit)
-            after = last
         return read
 
     def _events(self, key: tuple[str, str], version: int) -> list[Event]:
