@@ -313,3 +313,16 @@ class TestEncryption:
             StoreError, match="wrong or missing cipher key"
         ):
             list(store.events())
+
+
+def test_the_process_environment_never_redirects_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.popo")
+    monkeypatch.setenv("PROTOCOLKIT_SQLITE_DBNAME", str(tmp_path / "elsewhere.db"))
+    with open_store(tmp_path / "here.db") as store:
+        store.append([dose("A")])
+    assert (tmp_path / "here.db").exists()
+    assert not (tmp_path / "elsewhere.db").exists()
+    with open_store(tmp_path / "here.db") as store:
+        assert store.version("STUDY", "A") == 1

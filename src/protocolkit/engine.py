@@ -18,7 +18,7 @@ import pendulum
 
 from protocolkit.corrections import effective_events
 from protocolkit.errors import EventError, RuleEvaluationError
-from protocolkit.events import Event, SubjectRegistered
+from protocolkit.events import Event, SubjectRegistered, TimePrecision
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
 from protocolkit.rules._compile import (
     Ctx,
@@ -196,14 +196,13 @@ def evaluate(
     by_type: dict[str, list[EventView]] = {}
     for view in views:
         by_type.setdefault(view.type, []).append(view)
-    ctx = Ctx(by_type=by_type, now=instant_of(now, zone, _INSTANT), zone=zone)
+    ctx = Ctx(by_type=by_type, now=instant_of(now, zone, TimePrecision.INSTANT), zone=zone)
     result = _Run(protocol, ctx, views, study=study, subject=subject, now=now, known=known).run()
     for observer in OBSERVERS:
         observer(result)
     return result
 
 
-_INSTANT = __import__("protocolkit.events", fromlist=["TimePrecision"]).TimePrecision.INSTANT
 
 
 def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
@@ -560,4 +559,3 @@ def _unique(queries: list[DataQuery]) -> list[DataQuery]:
     return list(seen.values())
 
 
-_ = Instant

@@ -19,7 +19,7 @@ import attrs
 from lark import Token, Tree
 
 from protocolkit.errors import EventError, RuleError
-from protocolkit.events import EVENT_TYPES, Event, TimePrecision
+from protocolkit.events import EVENT_TYPES, Event
 from protocolkit.rules._values import (
     EventView,
     Instant,
@@ -1338,4 +1338,3 @@ _FUNCTIONS: dict[str, tuple[int, Ty | None, Callable[[Ctx, list[Any]], Any]]] = 
 __all__ = ["Compiler", "Ctx", "Global", "SetVal", "Ty", "global_value", "study_day",
            "study_day_date", "years_between"]
 
-_ = TimePrecision  # re-exported type used by the engine's view builder

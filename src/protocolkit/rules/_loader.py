@@ -16,8 +16,8 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from protocolkit.errors import RuleError, RuleErrors
-from protocolkit.rules._compile import BOOL, Compiler, Fn, Global, Node, SetVal, Ty
-from protocolkit.rules._values import EventView, Qty
+from protocolkit.rules._compile import Compiler, Fn, Global, Node, Ty
+from protocolkit.rules._values import Qty
 from protocolkit.units import AnalyteCatalogue, default_catalogue
 
 __all__ = [
@@ -556,4 +556,3 @@ def _const_fn(value: Any) -> Fn:
     return lambda ctx, _it: value
 
 
-_ = (BOOL, SetVal, EventView)

@@ -31,6 +31,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
+from eventsourcing.utils import Environment
 
 from protocolkit.corrections import check_target
 from protocolkit.errors import (
@@ -248,15 +249,10 @@ class _LogApplication(Application[UUID]):
         self.name = name
         super().__init__(dict(env))
 
-    def construct_env(self, name: str, env: Any = None) -> Any:
+    def construct_env(self, name: str, env: Any = None) -> Environment:
         # Unlike eventsourcing's default, ignore os.environ: a stray PERSISTENCE_MODULE or
         # <NAME>_SQLITE_DBNAME in the shell must never redirect a store.
-        saved = dict(os.environ)
-        os.environ.clear()
-        try:
-            return super().construct_env(name, env)
-        finally:
-            os.environ.update(saved)
+        return Environment(name, dict(env or {}))
 
 
 class EventStore:
