@@ -9,6 +9,7 @@ never by record order, so the same events in any record order give the same resu
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
@@ -28,7 +29,16 @@ from protocolkit.rules._compile import (
     study_day,
     study_day_date,
 )
-from protocolkit.rules._values import EventView, Instant, Qty, Unknown, field_value, instant_of
+from protocolkit.rules._values import (
+    EventView,
+    Instant,
+    Qty,
+    Unknown,
+    field_value,
+    instant_at,
+    instant_of,
+    utc_of,
+)
 from protocolkit.store import RecordedEvent
 from protocolkit.units import Measurement
 
@@ -186,13 +196,15 @@ def evaluate(
     if len(subjects) > 1:
         raise RuleEvaluationError(f"evaluate() takes one subject's events, got {len(subjects)}")
     study, subject = next(iter(subjects)) if subjects else ("", "")
-    recorded = [e for e in events if e.recorded_at <= known]
-    current = sorted(effective_events(recorded), key=order_key)
-    zone = _zone(protocol, current)
-    views = [
-        EventView(e, instant_of(e.occurred_at, zone, e.time_precision), i)
-        for i, e in enumerate(current)
-    ]
+    known_utc = utc_of(known)
+    recorded = [e for e in events if utc_of(e.recorded_at) <= known_utc]
+    # Each event's UTC instant is computed once and serves the sort and its view; the sort
+    # key is order_key's (the event id's integer orders as its canonical text does).
+    keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
+                    for e in effective_events(recorded)), key=_sort_key)
+    zone = _zone(protocol, [k[3] for k in keyed if isinstance(k[3], SubjectRegistered)])
+    views = [EventView(e, instant_at(e.occurred_at, utc, zone, e.time_precision), i)
+             for i, (utc, _, _, e) in enumerate(keyed)]
     by_type: dict[str, list[EventView]] = {}
     for view in views:
         by_type.setdefault(view.type, []).append(view)
@@ -203,6 +215,10 @@ def evaluate(
     return result
 
 
+
+
+def _sort_key(key: tuple[dt.datetime, str, int, Event]) -> tuple[dt.datetime, str, int]:
+    return key[0], key[1], key[2]
 
 
 def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
@@ -265,7 +281,8 @@ class _Run:
         endpoints = tuple(self.endpoint(e) for e in self.protocol.endpoints)
         deviations = tuple(d for rule in self.protocol.deviations for d in self.deviation(rule))
         for view in self.views:
-            for value in attrs.astuple(view.event, recurse=False):
+            for name in _measurement_fields(type(view.event)):
+                value = getattr(view.event, name)
                 if isinstance(value, Measurement) and not value.usable:
                     self._query(None, f"{view.type}: {value} is implausible for its unit",
                                 {view.event.event_id})
@@ -518,6 +535,20 @@ class _Run:
             window=window, target=target.isoformat(), baseline=baseline_text,
             response=response, missing=tuple(missing),
         )
+
+
+def _measurement_fields(kind: type[Event]) -> tuple[str, ...]:
+    """The fields of an event class that can hold a measurement (checked for plausibility)."""
+    names = _MEASUREMENT_FIELDS.get(kind)
+    if names is None:
+        hints = typing.get_type_hints(kind)
+        names = _MEASUREMENT_FIELDS[kind] = tuple(
+            f.name for f in attrs.fields(kind)
+            if Measurement in (hints[f.name], *typing.get_args(hints[f.name])))
+    return names
+
+
+_MEASUREMENT_FIELDS: dict[type[Event], tuple[str, ...]] = {}
 
 
 def select_closest(views: Sequence[EventView], target: dt.date, *, later: bool) -> EventView:

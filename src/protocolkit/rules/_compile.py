@@ -20,6 +20,7 @@ from lark import Token, Tree
 
 from protocolkit.errors import EventError, RuleError
 from protocolkit.events import EVENT_TYPES, Event
+from protocolkit.rules._predicates import simple_predicate
 from protocolkit.rules._values import (
     EventView,
     Instant,
@@ -102,7 +103,8 @@ class Ctx:
     by_type: dict[str, list[EventView]]
     now: Instant
     zone: Any
-    memo: dict[str, Any] = attrs.field(factory=dict)
+    #: Values computed once per evaluation: globals by name, invariant set filters by key.
+    memo: dict[Any, Any] = attrs.field(factory=dict)
     touched: set[Any] = attrs.field(factory=set)
     locals: dict[str, Any] = attrs.field(factory=dict)
     rules: Any = None  # the engine's rule-result lookup (status of / response of)
@@ -149,6 +151,12 @@ class Compiler:
         self.rule_ids: set[str] = set()
         self.rule: str | None = None
         self.local_types: dict[str, Ty] = {}
+        # What the expressions compiled so far read besides globals and constants: `it` (or
+        # the member's fields) and locals/rule results. A set filter that reads neither from
+        # outside gives the same members wherever it is evaluated, so it is computed once
+        # per evaluation (see set_expr).
+        self._cur_refs = 0
+        self._local_refs: list[str] = []
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -223,6 +231,7 @@ class Compiler:
         if it is None:
             self.error(node, "'it' is only defined inside 'where (...)' and endpoint clauses")
             return _const(None), ANY
+        self._cur_refs += 1
         return (lambda ctx, cur: cur), it
 
     def _x_name(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
@@ -230,6 +239,7 @@ class Compiler:
         is_field = it is not None and bool(it.types) and _has_field(it, name)
         if name in self.local_types:
             ty = self.local_types[name]
+            self._local_refs.append(name)
             return (lambda ctx, _it: ctx.locals.get(name, Unknown((f"no {name}",)))), ty
         if name in self.globals:
             if is_field:
@@ -241,12 +251,18 @@ class Compiler:
             return _memo(glob), glob.ty
         if is_field or (it is not None and not it.types and it.kind in ("event", "any")):
             assert it is not None  # an untyped event ($occurrence): the field is checked late
+            self._cur_refs += 1
             return self._field(lambda ctx, cur: cur, it, name, node)
         known = list(self.globals) + list(self.local_types)
         if it is not None and it.types:
             known += _fields_of(it)
         self.error(node, f"unknown name {name!r}", _suggest(name, known))
         return _const(None), ANY
+
+    def _is_member_field(self, name: str, it: Ty) -> bool:
+        """Whether a bare ``name`` in a condition on ``it`` reads a field of the member."""
+        return (name not in self.local_types and name not in self.globals
+                and bool(it.types) and _has_field(it, name))
 
     def _x_field(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         target, name_token = node.children
@@ -575,6 +591,7 @@ class Compiler:
                        ".response, .selected (endpoints) or .verdict (criteria)",
                        _suggest(what_token, ["status", "response", "selected", "verdict"]))
         self._pending_refs.append((rule_id, node, self.rule, what_token))
+        self._local_refs.append("@")  # a rule result has side effects on the verdict's date
         what = "status" if what_token == "verdict" else what_token
 
         def lookup(ctx: Ctx, cur: EventView | None) -> Any:
@@ -587,6 +604,7 @@ class Compiler:
 
     def _x_eligibility(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         self._pending_refs.append(("", node, self.rule, "eligibility"))
+        self._local_refs.append("@")
         return (lambda ctx, _it: ctx.rules("", "eligibility")), STRING
 
     # --- queries over the history ------------------------------------------------------------
@@ -767,9 +785,17 @@ class Compiler:
         if alias is not None:
             # `X as name where (...)`: the member is also `name`, visible in nested wheres.
             self.local_types[alias] = Ty("event", None, ty.types, ty.analyte)
+        invariant = not (isinstance(base, Tree) and base.data == "defined"
+                         and str(base.children[0]) in self.local_sets)
         try:
             for flt in filters:
+                cur_mark, local_mark = self._cur_refs, len(self._local_refs)
                 fn, ty = self._set_filter(flt, fn, ty, it, alias)
+                outside = [n for n in self._local_refs[local_mark:] if n != alias
+                           or flt.data != "where"]
+                invariant = invariant and self._cur_refs == cur_mark and not outside
+                if invariant:
+                    fn = _once_per_evaluation(fn)
         finally:
             self.local_types = saved
         return fn, ty
@@ -783,6 +809,7 @@ class Compiler:
         else:  # defined
             name = str(node.children[0])
             if name in self.local_sets:
+                self._local_refs.append(name)
                 return (lambda ctx, _it: SetVal(list(ctx.locals.get(name, [])))), Ty(
                     "set", None, None)
             glob = self.globals.get(name)
@@ -817,8 +844,12 @@ class Compiler:
             # The analyte a where pins is known inside it too (`loinc = "718-7" and result > x`).
             analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
             elem = Ty("event", None, ty.types, analyte)
+            cur_mark = self._cur_refs
             cond, cond_ty = self.expr(node.children[0], elem)
+            self._cur_refs = cur_mark  # `it` in the condition is the member, not the outer it
             self._want_bool(node.children[0], cond_ty)
+            fast = simple_predicate(node.children[0],
+                                    lambda name: self._is_member_field(name, elem))
 
             def where(ctx: Ctx, cur: EventView | None) -> SetVal:
                 found = fn(ctx, cur)
@@ -827,6 +858,16 @@ class Compiler:
                 why = found.why
                 rejected = dict(found.rejected)
                 for view in found.items:
+                    if fast is not None:
+                        # The simple shapes read the member's own fields: it is the evidence.
+                        passed = fast(view.event)
+                        if passed is True:
+                            ctx.touched.add(view.event.event_id)
+                            items.append(view)
+                            continue
+                        if passed is False:
+                            rejected[id(view)] = {view.event.event_id}
+                            continue
                     # Only members that pass cite what their condition read; what turned
                     # a member away is kept for `not (it in $set)`.
                     outer, ctx.touched = ctx.touched, set()
@@ -925,6 +966,31 @@ def global_value(ctx: Ctx, glob: Global) -> Any:
         ctx.memo[glob.name] = entry
     ctx.touched |= entry[1]
     return entry[0]
+
+
+def _once_per_evaluation(fn: Callable[[Ctx, EventView | None], SetVal]
+                         ) -> Callable[[Ctx, EventView | None], SetVal]:
+    """A set filter that reads nothing of its surroundings, computed once per evaluation.
+
+    Like a let, it replays the evidence its first computation cited on every later use.
+    """
+    key = object()
+
+    def once(ctx: Ctx, cur: EventView | None) -> SetVal:
+        entry = ctx.memo.get(key)
+        if entry is None:
+            saved = ctx.touched
+            ctx.touched = set()
+            try:
+                value = fn(ctx, cur)
+            finally:
+                used, ctx.touched = ctx.touched, saved
+            entry = ctx.memo[key] = (value, frozenset(used))
+        ctx.touched |= entry[1]
+        result: SetVal = entry[0]
+        return result
+
+    return once
 
 
 def _memo(glob: Global) -> Fn:

@@ -10,6 +10,7 @@ from typing import Any, Union
 
 import attrs
 
+from protocolkit.errors import EventError
 from protocolkit.events import Event, TimePrecision
 from protocolkit.units import Measurement, MeasurementStatus, Quantity, Unit, parse_unit
 
@@ -189,12 +190,34 @@ def field_value(view: EventView, name: str, zone: Any) -> object:
 
 def instant_of(value: dt.datetime, zone: Any, precision: TimePrecision) -> Instant:
     """The instant of an aware datetime, with its date in ``zone`` (the site's, D1/D8)."""
-    moved = value.astimezone(dt.UTC)
-    # A plain datetime: pendulum's arithmetic on a stdlib-UTC DateTime can drop the zone.
-    utc = dt.datetime(moved.year, moved.month, moved.day, moved.hour, moved.minute,
-                      moved.second, moved.microsecond, tzinfo=dt.UTC)
+    return instant_at(value, utc_of(value), zone, precision)
+
+
+def utc_of(value: dt.datetime) -> dt.datetime:
+    """An aware datetime as a plain stdlib UTC datetime.
+
+    Built field by field: pendulum's conversions and arithmetic run Python code and are several
+    times slower (this runs for every event of every evaluation), and pendulum's arithmetic on
+    a UTC DateTime can drop the zone.
+    """
+    offset = _utcoffset(value)
+    if offset is None:
+        raise EventError(f"a naive datetime {value!r} names no instant: give its UTC offset")
+    return dt.datetime(value.year, value.month, value.day, value.hour, value.minute,
+                       value.second, value.microsecond, tzinfo=dt.UTC) - offset
+
+
+def instant_at(value: dt.datetime, utc: dt.datetime, zone: Any,
+               precision: TimePrecision) -> Instant:
+    """:func:`instant_of` when ``utc`` (``utc_of(value)``) is already known."""
     if precision is TimePrecision.DAY:
         # A date-only fact: its date is the one written, in the zone it was written in.
-        return Instant(utc, value.date(), True)
-    local = value.astimezone(zone) if zone is not None else value
-    return Instant(utc, local.date(), False)
+        return Instant(utc, _date(value), True)
+    if zone is None or value.tzinfo is zone:
+        return Instant(utc, _date(value), False)
+    return Instant(utc, _date(utc.astimezone(zone)), False)
+
+
+# The stdlib's C methods, called directly: pendulum's overrides run Python code per call.
+_utcoffset = dt.datetime.utcoffset
+_date = dt.datetime.date
