@@ -168,3 +168,78 @@ def test_a_changed_protocol_rebuilds(store: EventStore) -> None:
     assert projector.position == 0
     projector.catch_up()
     assert _state(projector) == FULL
+
+
+def test_refresh_catches_up_and_evaluates_each_subject_once(store: EventStore) -> None:
+    from protocolkit.engine import OBSERVERS
+
+    half = len(EVENTS) // 2
+    store.append(EVENTS[:half])
+    projector = Projector(store, protocol(), at=AT)
+    projector.catch_up()
+    store.append(EVENTS[half:])
+    seen: list[str] = []
+    OBSERVERS.append(lambda evaluation: seen.append(evaluation.subject))
+    try:
+        projector.refresh()
+    finally:
+        OBSERVERS.pop()
+    subjects = sorted({e.subject for e in EVENTS})
+    assert sorted(seen) == subjects  # one evaluation each, touched or not
+    assert projector.position == store.max_position()
+    assert _state(projector) == FULL
+
+
+def test_a_refresh_is_never_ahead_of_its_position(store: EventStore) -> None:
+    """Rows keep their subject's version: a refresh evaluates what the position covers."""
+    events = [e for e in EVENTS if e.subject == "P-001"]
+    store.append(events[:-1])
+    projector = Projector(store, protocol(), at=AT)
+    projector.catch_up()
+    position = projector.position
+    before = _state(projector)
+    # Another writer appends just after this refresh has read the log (simulated: the page
+    # read sees nothing new). The refresh must evaluate the subject at its row's version,
+    # which the position covers, not at the store's newer one.
+    store.append(events[-1:])
+    other = Projector(store, protocol(), at=AT)
+    other.store = _Unread(store)  # type: ignore[assignment]
+    other.refresh()
+    assert other.position == position
+    assert other.tables.read_versions("NCT03918265") == {
+        ("NCT03918265", "P-001"): len(events) - 1}
+    assert _state(other) == before
+    other.store = store
+    other.refresh()  # the next pass sees the event
+    assert other.tables.read_versions("NCT03918265") == {("NCT03918265", "P-001"): len(events)}
+
+
+class _Unread:
+    """A store whose log reads miss the latest append (it landed just after the read)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    def pages(self, after: int = 0) -> list[object]:
+        return []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_a_projection_made_before_row_versions_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with open_store(path) as store:
+        store.append(EVENTS)
+        datastore = store.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=True) as c:  # the old layout, without `version`
+            c.execute("CREATE TABLE protocolkit_projection_subjects (projection TEXT NOT NULL, "
+                      "study TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL, "
+                      "evaluation TEXT NOT NULL, PRIMARY KEY (projection, study, subject))")
+            c.execute("CREATE TABLE protocolkit_projection_position (projection TEXT PRIMARY "
+                      "KEY, position BIGINT NOT NULL, protocol TEXT NOT NULL)")
+            c.execute("INSERT INTO protocolkit_projection_position VALUES ('state', 99, 'x')")
+        projector = Projector(store, protocol(), at=AT)
+        assert projector.position == 0
+        projector.catch_up()
+        assert _state(projector) == FULL

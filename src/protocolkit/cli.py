@@ -267,9 +267,8 @@ def _projector(store_url: str | None, protocol: Protocol, at_text: str | None
     at = _instant_option(at_text, protocol.zone)
     with _open(store_url) as store:
         projector = Projector(store, protocol, at=at)
-        projector.catch_up()
         # The rows hold the state as of when they were computed; windows close as time
-        # passes, so re-evaluate everyone at the time asked for.
+        # passes, so catch up and re-evaluate everyone at the time asked for, in one pass.
         projector.refresh()
         yield projector
 

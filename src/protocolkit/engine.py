@@ -19,7 +19,13 @@ import pendulum
 
 from protocolkit.corrections import effective_events
 from protocolkit.errors import EventError, RuleEvaluationError
-from protocolkit.events import Event, SubjectRegistered, TimePrecision
+from protocolkit.events import (
+    EntryCorrected,
+    EntryRetracted,
+    Event,
+    SubjectRegistered,
+    TimePrecision,
+)
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
 from protocolkit.rules._compile import (
     Ctx,
@@ -50,6 +56,7 @@ __all__ = [
     "EndpointResult",
     "Evaluation",
     "ReportValue",
+    "Session",
     "evaluate",
     "order_key",
 ]
@@ -185,36 +192,155 @@ def evaluate(
             by then is open, never missing (D8).
         known_at: count only events recorded up to this time (default: ``at``).
     """
-    for name, value in (("at", at), ("known_at", known_at)):
-        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-            raise EventError(f"a naive {name} names no instant: give its UTC offset (D1)",
-                             field=name)
-    now = pendulum.instance(at) if at is not None else pendulum.now("UTC")
-    known = pendulum.instance(known_at) if known_at is not None else now
-    events = [h.event if isinstance(h, RecordedEvent) else h for h in history]
-    subjects = {(e.study, e.subject) for e in events}
-    if len(subjects) > 1:
-        raise RuleEvaluationError(f"evaluate() takes one subject's events, got {len(subjects)}")
-    study, subject = next(iter(subjects)) if subjects else ("", "")
-    known_utc = utc_of(known)
-    recorded = [e for e in events if utc_of(e.recorded_at) <= known_utc]
-    # Each event's UTC instant is computed once and serves the sort and its view; the sort
-    # key is order_key's (the event id's integer orders as its canonical text does).
-    keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
-                    for e in effective_events(recorded)), key=_sort_key)
-    zone = _zone(protocol, [k[3] for k in keyed if isinstance(k[3], SubjectRegistered)])
-    views = [EventView(e, instant_at(e.occurred_at, utc, zone, e.time_precision), i)
-             for i, (utc, _, _, e) in enumerate(keyed)]
-    by_type: dict[str, list[EventView]] = {}
-    for view in views:
-        by_type.setdefault(view.type, []).append(view)
-    ctx = Ctx(by_type=by_type, now=instant_of(now, zone, TimePrecision.INSTANT), zone=zone)
-    result = _Run(protocol, ctx, views, study=study, subject=subject, now=now, known=known).run()
-    for observer in OBSERVERS:
-        observer(result)
-    return result
+    session = Session(protocol)
+    session.add(history)
+    return session.evaluate(at=at, known_at=known_at)
 
 
+class Session:
+    """One subject's history, evaluated again as events arrive: what a projection keeps.
+
+    ``Session(protocol)``, then :meth:`add` events (in any order) and :meth:`evaluate` as
+    often as needed; each evaluation equals ``evaluate(protocol, every event added so far,
+    ...)``. Between evaluations the session keeps the subject's events in clinical order with
+    their instants, so an event that comes after all the others (the usual case) is placed in
+    constant time; a correction, a retraction, a new registration (its zone dates every event),
+    a back-dated event or a different ``known_at`` cut makes the next evaluation order them
+    all again.
+    """
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self._events: list[Event] = []
+        self._recorded: list[dt.datetime] = []  # each event's recorded_at in UTC
+        self._key: tuple[str, str] | None = None
+        self._base: _Base | None = None
+
+    @property
+    def events(self) -> Sequence[Event]:
+        """The events added, in the order they were added."""
+        return self._events
+
+    def add(self, events: Iterable[Event | RecordedEvent]) -> None:
+        """Add events of this session's subject (any order; each once)."""
+        for item in events:
+            event = item.event if isinstance(item, RecordedEvent) else item
+            key = (event.study, event.subject)
+            if self._key is None:
+                self._key = key
+            elif key != self._key:
+                raise RuleEvaluationError(
+                    f"evaluate() takes one subject's events, got {self._key} and {key}")
+            self._events.append(event)
+            self._recorded.append(utc_of(event.recorded_at))
+
+    def evaluate(self, *, at: dt.datetime | None = None,
+                 known_at: dt.datetime | None = None) -> Evaluation:
+        """The protocol's verdicts on every event added so far (see :func:`evaluate`)."""
+        for name, value in (("at", at), ("known_at", known_at)):
+            if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+                raise EventError(f"a naive {name} names no instant: give its UTC offset (D1)",
+                                 field=name)
+        now = pendulum.instance(at) if at is not None else pendulum.now("UTC")
+        known = pendulum.instance(known_at) if known_at is not None else now
+        base = self.base(utc_of(known))
+        ctx = Ctx(by_type=base.by_type, now=instant_of(now, base.zone, TimePrecision.INSTANT),
+                  zone=base.zone)
+        study, subject = self._key or ("", "")
+        result = _Run(self.protocol, ctx, base, study=study, subject=subject, now=now,
+                      known=known).run()
+        for observer in OBSERVERS:
+            observer(result)
+        return result
+
+    def base(self, known: dt.datetime) -> _Base:
+        """The events recorded by ``known``, effective and in clinical order, with views."""
+        base = self._base
+        if base is None or not base.extend(self._events, self._recorded, known):
+            base = self._base = _Base.build(self.protocol, self._events, self._recorded, known)
+        return base
+
+
+#: Events that change others (or every event's date): placed only by a full rebuild.
+_REORDERING = (EntryCorrected, EntryRetracted, SubjectRegistered)
+
+
+@attrs.define
+class _Base:
+    """A session's events as of one ``known_at`` cut: effective, ordered, viewed, indexed."""
+
+    zone: Any
+    views: list[EventView]
+    by_type: dict[str, list[EventView]]
+    by_id: dict[UUID, EventView]
+    #: Views holding a measurement implausible for its unit (each a data query).
+    implausible: list[EventView]
+    #: How many of the session's events this covers, and the recorded times that bound
+    #: the cut it was made with (the latest included, the earliest left out).
+    seen: int
+    #: How many of those were recorded by the cut (corrections and retractions included).
+    included: int
+    latest_in: dt.datetime | None
+    earliest_out: dt.datetime | None
+    #: The last view's sort key: a new event after it is appended, not sorted in.
+    last_key: tuple[dt.datetime, str, int] | None
+
+    @classmethod
+    def build(cls, protocol: Protocol, events: Sequence[Event],
+              recorded: Sequence[dt.datetime], known: dt.datetime) -> _Base:
+        chosen = [e for e, r in zip(events, recorded, strict=True) if r <= known]
+        # Each event's UTC instant is computed once and serves the sort and its view; the
+        # sort key is order_key's (the event id's integer orders as its canonical text does).
+        keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
+                        for e in effective_events(chosen)), key=_sort_key)
+        zone = _zone(protocol, [k[3] for k in keyed if isinstance(k[3], SubjectRegistered)])
+        base = cls(zone=zone, views=[], by_type={}, by_id={}, implausible=[], seen=len(events),
+                   included=len(chosen),
+                   latest_in=max((r for r in recorded if r <= known), default=None),
+                   earliest_out=min((r for r in recorded if r > known), default=None),
+                   last_key=None)
+        for utc, kind, number, event in keyed:
+            base._append(event, utc, (utc, kind, number))
+        return base
+
+    def extend(self, events: Sequence[Event], recorded: Sequence[dt.datetime],
+               known: dt.datetime) -> bool:
+        """Bring this base up to ``events`` under ``known`` in place; False if it cannot."""
+        if (self.latest_in is not None and known < self.latest_in) or (
+                self.earliest_out is not None and known >= self.earliest_out):
+            return False  # the cut moved across an event already seen
+        fresh = [(e, r) for e, r in zip(events[self.seen:], recorded[self.seen:], strict=True)]
+        late = [r for _, r in fresh if r > known]
+        keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
+                        for e, r in fresh if r <= known), key=_sort_key)
+        if any(isinstance(k[3], _REORDERING) for k in keyed) or (
+                keyed and self.last_key is not None and _sort_key(keyed[0]) <= self.last_key):
+            return False
+        for utc, kind, number, event in keyed:
+            self._append(event, utc, (utc, kind, number))
+        self.seen = len(events)
+        self.included += len(keyed)
+        if keyed:
+            latest = max(r for e, r in fresh if r <= known)
+            self.latest_in = latest if self.latest_in is None else max(self.latest_in, latest)
+        if late:
+            earliest = min(late)
+            self.earliest_out = (earliest if self.earliest_out is None
+                                 else min(self.earliest_out, earliest))
+        return True
+
+    def _append(self, event: Event, utc: dt.datetime, key: tuple[dt.datetime, str, int]) -> None:
+        view = EventView(event, instant_at(event.occurred_at, utc, self.zone,
+                                           event.time_precision), len(self.views))
+        self.views.append(view)
+        self.by_type.setdefault(view.type, []).append(view)
+        self.by_id[event.event_id] = view
+        for name in _measurement_fields(type(event)):
+            value = getattr(event, name)
+            if isinstance(value, Measurement) and not value.usable:
+                self.implausible.append(view)
+                break
+        self.last_key = key
 
 
 def _sort_key(key: tuple[dt.datetime, str, int, Event]) -> tuple[dt.datetime, str, int]:
@@ -229,12 +355,12 @@ def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
 
 
 class _Run:
-    def __init__(self, protocol: Protocol, ctx: Ctx, views: list[EventView], *, study: str,
+    def __init__(self, protocol: Protocol, ctx: Ctx, base: _Base, *, study: str,
                  subject: str, now: pendulum.DateTime, known: pendulum.DateTime) -> None:
         self.protocol = protocol
         self.ctx = ctx
-        self.views = views
-        self.by_id = {v.event.event_id: v for v in views}
+        self.base = base
+        self.by_id = base.by_id
         self.study, self.subject, self.now, self.known = study, subject, now, known
         self.queries: list[DataQuery] = []
         self.criteria: dict[str, CriterionResult] = {}
@@ -280,7 +406,7 @@ class _Run:
         overall = self.eligibility()
         endpoints = tuple(self.endpoint(e) for e in self.protocol.endpoints)
         deviations = tuple(d for rule in self.protocol.deviations for d in self.deviation(rule))
-        for view in self.views:
+        for view in self.base.implausible:
             for name in _measurement_fields(type(view.event)):
                 value = getattr(view.event, name)
                 if isinstance(value, Measurement) and not value.usable:

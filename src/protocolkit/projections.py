@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -23,7 +23,7 @@ import orjson
 import pendulum
 
 from protocolkit.corrections import effective_events
-from protocolkit.engine import Evaluation, evaluate
+from protocolkit.engine import Evaluation, Session, order_key
 from protocolkit.errors import ProtocolKitError
 from protocolkit.events import (
     ConsentWithdrawn,
@@ -36,6 +36,7 @@ from protocolkit.events import (
     SubjectWithdrawn,
 )
 from protocolkit.rules import Protocol
+from protocolkit.rules._values import utc_of
 from protocolkit.store import EventStore
 
 __all__ = [
@@ -77,16 +78,34 @@ class SubjectState:
 
 def subject_state(evaluation: Evaluation, events: Sequence[Event]) -> SubjectState:
     """The state of a subject from its evaluation and its (recorded) events."""
-    current = sorted(effective_events(events), key=lambda e: (e.occurred_at, str(e.event_id)))
-    site = next((e.site for e in reversed(current) if isinstance(e, SubjectRegistered)), None)
-    regimen_event = next((e for e in reversed(current)
-                          if isinstance(e, RegimenPrescribed | DoseChanged)), None)
+    current = sorted(effective_events(events), key=order_key)
+    by_type: dict[str, list[tuple[int, Event]]] = {}
+    for index, event in enumerate(current):
+        by_type.setdefault(event.event_type, []).append((index, event))
+    return _state(evaluation, by_type, len(events))
+
+
+def _state(evaluation: Evaluation, by_type: Mapping[str, Sequence[Any]],
+           count: int) -> SubjectState:
+    """The state from the evaluation and the subject's events by type, in clinical order.
+
+    ``by_type`` lists, per event type name, ``(index, event)`` pairs or engine views (both
+    give the clinical position and the event), so that a session's lists serve unchanged.
+    """
+
+    def latest(*kinds: type[Event]) -> Event | None:
+        found = [_placed(by_type[k.__name__][-1]) for k in kinds if by_type.get(k.__name__)]
+        return max(found, key=lambda pair: pair[0])[1] if found else None
+
+    site_event = latest(SubjectRegistered)
+    site = site_event.site if isinstance(site_event, SubjectRegistered) else None
+    regimen_event = latest(RegimenPrescribed, DoseChanged)
     regimen = (f"{regimen_event.drug} {regimen_event.dose} {regimen_event.frequency}"
-               if regimen_event else None)
-    last_dose = next((e for e in reversed(current) if isinstance(e, DoseAdministered)), None)
-    withdrawn = any(isinstance(e, SubjectWithdrawn | ConsentWithdrawn) for e in current)
+               if isinstance(regimen_event, RegimenPrescribed | DoseChanged) else None)
+    last_dose = latest(DoseAdministered)
+    withdrawn = latest(SubjectWithdrawn, ConsentWithdrawn) is not None
     dosed = last_dose is not None
-    enrolled = any(isinstance(e, SubjectEnrolled) for e in current)
+    enrolled = latest(SubjectEnrolled) is not None
     applicable = [p for p in evaluation.endpoints if p.status != "not applicable"]
     if withdrawn and (dosed or enrolled):
         status = "withdrawn"  # a screen failure's withdrawal leaves it ineligible or pending
@@ -119,8 +138,14 @@ def subject_state(evaluation: Evaluation, events: Sequence[Event]) -> SubjectSta
         open_deviations=tuple(f"{d.code} ({d.importance})" for d in evaluation.deviations),
         next_window=next_window,
         data_queries=tuple(f"{q.rule or '-'}: {q.reason}" for q in evaluation.data_queries),
-        evaluated_at=evaluation.evaluated_at, events=len(events),
+        evaluated_at=evaluation.evaluated_at, events=count,
     )
+
+
+def _placed(item: Any) -> tuple[int, Event]:
+    if isinstance(item, tuple):
+        return item[0], item[1]
+    return item.index, item.event  # an engine view
 
 
 @attrs.frozen
@@ -208,12 +233,31 @@ class _Tables:
         self.mark = "?" if self.kind == "sqlite" else "%s"
         datastore = store.recorder.datastore  # type: ignore[attr-defined]
         self.datastore = datastore
+        if not self._has_versions():
+            # Made before rows kept their subject's version: derived data, so start again.
+            with datastore.transaction(commit=True) as c:
+                c.execute(f"DROP TABLE IF EXISTS {self.rows}")
+                c.execute(f"DROP TABLE IF EXISTS {self.position}")
         with datastore.transaction(commit=True) as c:
             c.execute(f"CREATE TABLE IF NOT EXISTS {self.rows} (projection TEXT NOT NULL, "
                       "study TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL, "
-                      "evaluation TEXT NOT NULL, PRIMARY KEY (projection, study, subject))")
+                      "evaluation TEXT NOT NULL, version BIGINT NOT NULL, "
+                      "PRIMARY KEY (projection, study, subject))")
             c.execute(f"CREATE TABLE IF NOT EXISTS {self.position} (projection TEXT PRIMARY KEY,"
                       " position BIGINT NOT NULL, protocol TEXT NOT NULL)")
+
+    def _has_versions(self) -> bool:
+        """Whether the rows table is absent or has its ``version`` column."""
+        with self.datastore.transaction(commit=False) as c:
+            if self.kind == "sqlite":
+                c.execute(f"PRAGMA table_info({self.rows})")
+                columns = [r[1] for r in c.fetchall()]
+            else:
+                c.execute("SELECT column_name FROM information_schema.columns "
+                          "WHERE table_schema = current_schema() AND table_name = %s",
+                          (self.rows,))
+                columns = [r["column_name"] for r in c.fetchall()]
+        return not columns or "version" in columns
 
     def read_position(self) -> tuple[int, str | None]:
         with self.datastore.transaction(commit=False) as c:
@@ -225,17 +269,17 @@ class _Tables:
         return int(row[0] if self.kind == "sqlite" else row["position"]), (
             row[1] if self.kind == "sqlite" else row["protocol"])
 
-    def write(self, rows: list[tuple[str, str, str, str]], position: int, digest: str,
+    def write(self, rows: list[tuple[str, str, str, str, int]], position: int, digest: str,
               fail_before_commit: bool = False) -> None:
         """Write subject rows and the position in ONE transaction (all or nothing)."""
         m = self.mark
         with self.datastore.transaction(commit=True) as c:
-            for study, subject, state, evaluation in rows:
+            for study, subject, state, evaluation, version in rows:
                 c.execute(
-                    f"INSERT INTO {self.rows} VALUES ({m},{m},{m},{m},{m}) ON CONFLICT "
+                    f"INSERT INTO {self.rows} VALUES ({m},{m},{m},{m},{m},{m}) ON CONFLICT "
                     "(projection, study, subject) DO UPDATE SET state = excluded.state, "
-                    "evaluation = excluded.evaluation",
-                    (self.name, study, subject, state, evaluation),
+                    "evaluation = excluded.evaluation, version = excluded.version",
+                    (self.name, study, subject, state, evaluation, version),
                 )
             c.execute(
                 f"INSERT INTO {self.position} VALUES ({m},{m},{m}) ON CONFLICT (projection) "
@@ -263,6 +307,16 @@ class _Tables:
             return [(r[0], r[1]) for r in rows]
         return [(r["state"], r["evaluation"]) for r in rows]
 
+    def read_versions(self, study: str) -> dict[tuple[str, str], int]:
+        """Each subject's version its row was computed at."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT subject, version FROM {self.rows} WHERE projection = {self.mark}"
+                      f" AND study = {self.mark}", (self.name, study))
+            rows = c.fetchall()
+        if self.kind == "sqlite":
+            return {(study, r[0]): int(r[1]) for r in rows}
+        return {(study, r["subject"]): int(r["version"]) for r in rows}
+
     def reset(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {self.rows} WHERE projection = {self.mark}", (self.name,))
@@ -286,7 +340,9 @@ class Projector:
         self.protocol = protocol
         self.at = at
         self.tables = _Tables(store, name)
-        self._cache: dict[tuple[str, str], list[Event]] = {}
+        # One engine session per subject: its events, kept in clinical order between
+        # catch-ups, so a new event costs an evaluation, not a read or a sort of the history.
+        self._sessions: dict[tuple[str, str], Session] = {}
         _, digest = self.tables.read_position()
         if digest is not None and digest != protocol.digest:
             # The protocol changed: the stored states are for another text; rebuild.
@@ -297,12 +353,14 @@ class Projector:
         """The last log position the persisted projection has applied."""
         return self.tables.read_position()[0]
 
-    def catch_up(self, *, replay_from: int | None = None,
+    def catch_up(self, *, replay_from: int | None = None, refresh: bool = False,
                  fail_before_commit: bool = False) -> int:
         """Apply every event after the tracked position; return how many were read.
 
         ``replay_from`` re-applies events from an earlier position (repair, or to show that
-        applying an event twice changes nothing).
+        applying an event twice changes nothing). ``refresh`` also re-evaluates every other
+        subject at the evaluation time (windows close as time passes), each at the version
+        its row holds, so no row is ever ahead of the position written with it.
         """
         after = self.position if replay_from is None else replay_from
         read = 0
@@ -315,38 +373,48 @@ class Projector:
                 key = (recorded.event.study, recorded.event.subject)
                 if key[0] != self.protocol.id:
                     continue
-                cached = self._cache.get(key)
+                session = self._sessions.get(key)
                 # Versions make this idempotent: an event already held is never added twice.
-                if cached is not None and recorded.version == len(cached) + 1:
-                    cached.append(recorded.event)
+                if session is not None and recorded.version == len(session.events) + 1:
+                    session.add([recorded.event])
                 touched[key] = recorded.version
             read += len(page)
             last = page[-1].position or last
-        if read:
+        if refresh:
+            for key, version in self.tables.read_versions(self.protocol.id).items():
+                touched.setdefault(key, version)
+        if touched:
             rows = [self._row(key, version) for key, version in touched.items()]
             self.tables.write(rows, last, self.protocol.digest, fail_before_commit)
         return read
 
-    def _events(self, key: tuple[str, str], version: int) -> list[Event]:
-        """The subject's events up to ``version``: read from the store once, then kept."""
-        cached = self._cache.get(key)
-        if cached is None or len(cached) < version:
-            cached = [r.event for r in self.store.history(*key) if r.version <= version]
-            self._cache[key] = cached
-        return cached[:version]
+    def refresh(self) -> int:
+        """Catch up and re-evaluate every subject at the evaluation time, in one pass."""
+        return self.catch_up(refresh=True)
 
-    def refresh(self) -> None:
-        """Re-evaluate every subject at the evaluation time (windows close as time passes)."""
-        rows = [self._row(key, self.store.version(*key))
-                for key in self.store.subjects(self.protocol.id)]
-        self.tables.write(rows, self.position, self.protocol.digest)
+    def _session(self, key: tuple[str, str], version: int) -> Session:
+        """The subject's session holding exactly its events up to ``version``."""
+        session = self._sessions.get(key)
+        if session is None or len(session.events) < version:
+            session = Session(self.protocol)
+            session.add(r.event for r in self.store.history(*key) if r.version <= version)
+            self._sessions[key] = session
+        if len(session.events) > version:
+            # Held beyond the version (a catch-up that failed to commit): evaluate exactly
+            # what the position covers; the next catch-up uses the whole session again.
+            exact = Session(self.protocol)
+            exact.add(session.events[:version])
+            return exact
+        return session
 
-    def _row(self, key: tuple[str, str], version: int) -> tuple[str, str, str, str]:
-        events = self._events(key, version)
+    def _row(self, key: tuple[str, str], version: int) -> tuple[str, str, str, str, int]:
+        session = self._session(key, version)
         at = self.at if self.at is not None else pendulum.now("UTC")
-        evaluation = evaluate(self.protocol, events, at=at)
-        state = subject_state(evaluation, [e for e in events if e.recorded_at <= at])
-        return (key[0], key[1], _dumps(attrs.asdict(state)), _dumps(attrs.asdict(evaluation)))
+        evaluation = session.evaluate(at=at)
+        base = session.base(utc_of(at))
+        state = _state(evaluation, base.by_type, base.included)
+        return (key[0], key[1], _dumps(attrs.asdict(state)), _dumps(attrs.asdict(evaluation)),
+                version)
 
     def subjects(self, subject: str | None = None) -> list[SubjectState]:
         """The persisted subject states (catch up first to be current)."""
