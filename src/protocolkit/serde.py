@@ -18,20 +18,20 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import enum
-import re
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import Any, TypeVar, cast
+from uuid import UUID, SafeUUID
 
 import attrs
 import cattrs
 import orjson
 import pendulum
 from cattrs.gen import make_dict_structure_fn
-from pendulum.tz.timezone import FixedTimezone
+from pendulum.tz.timezone import FixedTimezone, Timezone
 
 from protocolkit.errors import EventError, EventValidationError
 from protocolkit.events import EVENT_TYPES, Event
@@ -244,8 +244,15 @@ def _structure(cls: type[Event], body: dict[str, Any]) -> Event:
 
 
 def encode_stored(event: Event) -> bytes:
-    """The bytes the store writes for ``event`` (its interchange form)."""
-    return orjson.dumps(converter.unstructure(event))
+    """The bytes the store writes for ``event`` (its interchange form, without ``"type"``).
+
+    Written field by field by a per-class encoder: the same bytes as
+    ``orjson.dumps(converter.unstructure(event))``, about 4x faster.
+    """
+    encode = _ENCODERS.get(type(event))
+    if encode is None:  # a class outside the catalogue: cattrs knows it, if anyone does
+        return orjson.dumps(converter.unstructure(event))
+    return orjson.dumps(encode(event))
 
 
 def decode_stored(event_type: str, state: bytes) -> Event:
@@ -261,51 +268,160 @@ def decode_stored(event_type: str, state: bytes) -> Event:
     body = orjson.loads(state)
     try:
         return build(body)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise EventError(f"stored {event_type} does not have the shape written: {exc!r}")\
             from None
 
 
+# --- the stored encoder: cattrs' unstructure, compiled per class ---------------------------------
+
+_NAMED_ZONE = Timezone
+
+
+def _stored_instant(value: dt.datetime) -> str:
+    # format_instant's text, without its generic checks for pendulum's two zone types (an
+    # event's instants are always one of them once the envelope has converted them).
+    tz = value.tzinfo
+    kind = type(tz)
+    if kind is _NAMED_ZONE:
+        return f"{value.isoformat()}[{tz.name}]"  # type: ignore[union-attr]
+    if kind is FixedTimezone:
+        return value.isoformat()
+    return format_instant(value)
+
+
+def _encode_hook(kind: Any) -> Callable[[Any], Any] | None:
+    """How to write a field of type ``kind``; None when orjson writes the value as cattrs would.
+
+    orjson writes str, int, bool, None, UUID (as ``str(uuid)``) and enums (their value)
+    natively, exactly as cattrs' unstructured form would be written.
+    """
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        inner = _encode_hook(args[0]) if len(args) == 1 else _cattrs_hook(kind)
+        if inner is None:
+            return None
+        return lambda v: None if v is None else inner(v)
+    if kind is pendulum.DateTime:
+        return _stored_instant
+    if kind is dt.date:
+        return dt.date.isoformat
+    if kind is Decimal:
+        return str
+    if kind in (str, int, bool, UUID) or (isinstance(kind, type) and issubclass(kind, enum.Enum)):
+        return None
+    if isinstance(kind, type) and attrs.has(kind):
+        return _stored_encoder(kind)
+    return _cattrs_hook(kind)  # dict[str, Any] (EntryCorrected.changes): cattrs' own walk
+
+
+def _cattrs_hook(kind: Any) -> Callable[[Any], Any]:
+    unstructure = converter.unstructure
+    return lambda v: unstructure(v, kind)
+
+
+def _stored_encoder(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """A function giving ``converter.unstructure(obj)`` for an attrs class, field by field."""
+    hints = typing.get_type_hints(cls)
+    names = tuple(f.name for f in attrs.fields(cls))
+    hooks = [(n, h) for n in names if (h := _encode_hook(hints[n])) is not None]
+    # One C call to read every field (attrgetter gives a bare value for a single name).
+    getter = operator.attrgetter(*names)
+    values = getter if len(names) > 1 else lambda obj: (getter(obj),)
+
+    def encode(obj: Any) -> dict[str, Any]:
+        body = dict(zip(names, values(obj), strict=True))
+        for name, hook in hooks:
+            body[name] = hook(body[name])
+        return body
+
+    return encode
+
+
+_ENCODERS: dict[type[Event], Callable[[Any], dict[str, Any]]] = {
+    cls: _stored_encoder(cls) for cls in EVENT_TYPES.values()
+}
+
+
 # --- the trusted decoder: what the store wrote, rebuilt without validation -----------------------
 
-_ZONES: dict[str, Any] = {}
-_OFFSETS: dict[int, Any] = {}
-_STAMP = re.compile(r"^([^\[]+)(?:\[([^\]]+)\])?$")
+#: Zones by the text after "[" (name and "]"), fixed zones by offset: one object per zone.
+_ZONES: dict[str, Timezone] = {}
+_OFFSETS: dict[dt.timedelta, FixedTimezone] = {}
+_DATETIME: Callable[..., pendulum.DateTime] = pendulum.DateTime
+#: A datetime's state: (class, (bytes of its fields and fold, tzinfo)).
+_REDUCE = cast(Callable[[dt.datetime, int], tuple[Any, tuple[Any, ...]]],
+               dt.datetime.__reduce_ex__)
+_FROM_ISO = dt.datetime.fromisoformat
+
+
+def _named_zone(rest: str) -> Timezone:
+    if not rest.endswith("]"):
+        raise ValueError(f"not a zone name: [{rest!r}")
+    try:
+        zone = pendulum.timezone(rest[:-1])
+    except Exception as exc:  # InvalidTimezone, or zoneinfo's ValueError/OSError
+        raise ValueError(f"unknown zone [{rest!r}: {exc}") from None
+    if not isinstance(zone, Timezone):  # pragma: no cover - a name always gives a Timezone
+        raise ValueError(f"not a zone name: [{rest!r}")
+    _ZONES[rest] = zone
+    return zone
 
 
 def _trusted_instant(text: str) -> pendulum.DateTime:
-    match = _STAMP.match(text)
-    if match is None:
-        raise ValueError(f"not an instant: {text!r}")
-    parsed = dt.datetime.fromisoformat(match[1])
-    name = match[2]
-    if name is not None:
-        zone = _ZONES.get(name)
-        if zone is None:
-            zone = _ZONES[name] = pendulum.timezone(name)
+    stamp, bracket, rest = text.partition("[")
+    parsed = _FROM_ISO(stamp)
+    if bracket:
+        zone = _ZONES.get(rest) or _named_zone(rest)
+        # astimezone gives the wall time and fold in the zone (the written ones, unless the
+        # zone's rules changed since). The datetime's own state tuple (bytes with the fold, and
+        # the zone) rebuilds it as a pendulum DateTime in one C call: pendulum's Python
+        # replace()/constructor path costs twice as much, and this runs twice per event.
         local = parsed.astimezone(zone)
     else:
         offset = parsed.utcoffset()
-        seconds = int(offset.total_seconds()) if offset is not None else 0
-        zone = _OFFSETS.get(seconds)
-        if zone is None:
-            zone = _OFFSETS[seconds] = FixedTimezone(seconds)
-        local = parsed
-    return pendulum.DateTime(local.year, local.month, local.day, local.hour, local.minute,
-                             local.second, local.microsecond, tzinfo=zone, fold=local.fold)
+        if offset is None:
+            raise ValueError(f"not an instant: {text!r}")
+        fixed = _OFFSETS.get(offset)
+        if fixed is None:
+            fixed = _OFFSETS[offset] = FixedTimezone(int(offset.total_seconds()))
+        return _DATETIME(_REDUCE(parsed, 4)[1][0], fixed)
+    return _DATETIME(*_REDUCE(local, 4)[1])
 
 
-def _trusted_hook(kind: Any) -> Callable[[Any], Any]:
+_UUID_NEW = object.__new__
+_UUID_INT = UUID.__dict__["int"].__set__
+_UUID_SAFE = UUID.__dict__["is_safe"].__set__
+_UNKNOWN_SAFETY = SafeUUID.unknown
+
+
+def _trusted_uuid(text: str) -> UUID:
+    # str(uuid) as the store wrote it: UUID.__init__'s parsing of the other spellings (braces,
+    # urn:, bytes) is half of its cost. The slots are set as UUID.__init__ sets them.
+    digits = text.replace("-", "")
+    if len(digits) != 32:
+        raise ValueError(f"not a UUID: {text!r}")
+    uuid = _UUID_NEW(UUID)
+    _UUID_INT(uuid, int(digits, 16))
+    _UUID_SAFE(uuid, _UNKNOWN_SAFETY)
+    return uuid
+
+
+def _trusted_hook(kind: Any) -> Callable[[Any], Any] | None:
+    """How to rebuild a field of type ``kind`` from JSON; None when JSON already has it."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         inner = _trusted_hook(next(a for a in typing.get_args(kind) if a is not type(None)))
+        if inner is None:
+            return None
         return lambda v: None if v is None else inner(v)
     if kind is pendulum.DateTime:
         return _trusted_instant
     if kind is dt.date:
         return dt.date.fromisoformat
     if kind is UUID:
-        return UUID
+        return _trusted_uuid
     if kind is Decimal:
         return Decimal
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
@@ -313,18 +429,36 @@ def _trusted_hook(kind: Any) -> Callable[[Any], Any]:
         return members.__getitem__
     if isinstance(kind, type) and attrs.has(kind):
         return _trusted_builder(kind)
-    return lambda v: v  # str, int, bool, dict: JSON already has them
+    return None  # str, int, bool, dict: JSON already has them
+
+
+def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    """Set attribute ``name`` of a frozen instance (its slot's descriptor when it has one)."""
+    for klass in cls.__mro__:
+        slot = klass.__dict__.get(name)
+        if slot is not None and type(slot).__name__ == "member_descriptor":
+            return slot.__set__  # type: ignore[no-any-return]
+    setter = object.__setattr__
+    return lambda instance, value: setter(instance, name, value)  # pragma: no cover - slotted
 
 
 def _trusted_builder(cls: type[T]) -> Callable[[dict[str, Any]], T]:
     hints = typing.get_type_hints(cls)
-    plan = [(f.name, _trusted_hook(hints[f.name])) for f in attrs.fields(cls)]  # type: ignore[arg-type]
-    new, setter = object.__new__, object.__setattr__
+    names = [f.name for f in attrs.fields(cls)]  # type: ignore[arg-type]
+    hooks = [(i, h) for i, n in enumerate(names) if (h := _trusted_hook(hints[n])) is not None]
+    setters = [_slot_setter(cls, n) for n in names]
+    # One C call to take the fields out of the JSON object (a KeyError when one is missing).
+    getter = operator.itemgetter(*names)
+    values = getter if len(names) > 1 else lambda body: (getter(body),)
+    new = object.__new__
 
     def build(body: dict[str, Any]) -> T:
+        fields = list(values(body))
+        for i, hook in hooks:
+            fields[i] = hook(fields[i])
         instance = new(cls)
-        for name, hook in plan:
-            setter(instance, name, hook(body[name]))
+        for setter, value in zip(setters, fields, strict=True):
+            setter(instance, value)
         return instance
 
     return build

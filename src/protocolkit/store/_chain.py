@@ -19,27 +19,23 @@ from uuid import UUID
 import attrs
 import orjson
 
-__all__ = ["GENESIS", "ChainRow", "Problem", "Verification", "chain_rows", "event_hash",
-           "verify_rows"]
+__all__ = ["GENESIS", "ChainRow", "Problem", "Verification", "chain_entries", "chain_rows",
+           "event_hash", "verify_rows"]
 
 GENESIS = "0" * 64
 
 
+_SHA256 = hashlib.sha256
+
+
 def event_hash(originator_id: UUID | str, version: int, topic: str, state: bytes) -> str:
-    """The hash of one stored row."""
-    digest = hashlib.sha256()
-    digest.update(str(originator_id).encode())
-    digest.update(b"\x1f")
-    digest.update(str(version).encode())
-    digest.update(b"\x1f")
-    digest.update(topic.encode())
-    digest.update(b"\x1f")
-    digest.update(state)
-    return digest.hexdigest()
+    """The hash of one stored row (stream id, version, topic, bytes; 0x1f between them)."""
+    return _SHA256(b"\x1f".join((str(originator_id).encode(), str(version).encode(),
+                                  topic.encode(), state))).hexdigest()
 
 
 def _link(previous: str, current: str) -> str:
-    return hashlib.sha256((previous + current).encode()).hexdigest()
+    return _SHA256((previous + current).encode()).hexdigest()
 
 
 @attrs.frozen
@@ -61,17 +57,34 @@ def chain_rows(
     previous_log: str,
 ) -> list[ChainRow]:
     """Chain entries for newly stored events (``stored`` are eventsourcing StoredEvents)."""
+    rows = [(p, str(s.originator_id), s.originator_version, s.topic, s.state)
+            for s, p in zip(stored, positions, strict=True)]
+    return [ChainRow(*entry) for entry in chain_entries(rows, previous_subject, previous_log)]
+
+
+def chain_entries(
+    rows: Iterable[tuple[int, str, int, str, bytes]],
+    previous_subject: Mapping[str, str],
+    previous_log: str,
+) -> list[tuple[int, str, int, str, str, str]]:
+    """The chain table's rows for new log rows ``(position, stream, version, topic, state)``.
+
+    ``previous_subject`` holds each stream's last ``subject_hash``, ``previous_log`` the last
+    ``log_hash``. The same hashes as :func:`event_hash` and ``_link``, written out inline:
+    three SHA-256 per event are most of what an append computes.
+    """
     subject_heads = dict(previous_subject)
     log_head = previous_log
-    rows = []
-    for event, position in zip(stored, positions, strict=True):
-        stream = str(event.originator_id)
-        own = event_hash(stream, event.originator_version, event.topic, event.state)
-        subject_heads[stream] = _link(subject_heads.get(stream, GENESIS), own)
-        log_head = _link(log_head, own)
-        rows.append(ChainRow(position, stream, event.originator_version, own,
-                             subject_heads[stream], log_head))
-    return rows
+    sha256 = _SHA256
+    entries = []
+    for position, stream, version, topic, state in rows:
+        own = sha256(b"\x1f".join((stream.encode(), str(version).encode(), topic.encode(),
+                                    state))).hexdigest()
+        subject_head = subject_heads[stream] = sha256(
+            (subject_heads.get(stream, GENESIS) + own).encode()).hexdigest()
+        log_head = sha256((log_head + own).encode()).hexdigest()
+        entries.append((position, stream, version, own, subject_head, log_head))
+    return entries
 
 
 @attrs.frozen

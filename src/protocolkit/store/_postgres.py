@@ -14,17 +14,15 @@ try:
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
     from psycopg import Cursor
-    from psycopg.rows import DictRow
+    from psycopg.rows import DictRow, tuple_row
     from psycopg.sql import SQL, Composed, Identifier
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgreSQL stores need the 'postgres' extra: pip install 'protocolkit[postgres]'"
     ) from exc
 
-import attrs
-
 from protocolkit.errors import StoreError
-from protocolkit.store._chain import GENESIS, ChainRow, chain_rows
+from protocolkit.store._chain import GENESIS, ChainRow, chain_entries
 
 __all__ = ["PostgresEventRecorder", "check_postgres_tables"]
 
@@ -118,9 +116,11 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         # Still under the table lock, in the same transaction and pipeline as the events.
         curs.executemany(self._insert_ids, kwargs["event_rows"])
-        curs.executemany(self._insert_subjects, kwargs["subject_rows"])
+        if kwargs["subject_rows"]:
+            curs.executemany(self._insert_subjects, kwargs["subject_rows"])
         assert ids is not None
-        streams = sorted({str(s.originator_id) for s in stored_events})
+        texts = {s.originator_id: str(s.originator_id) for s in stored_events}
+        streams = sorted(texts.values())
         # Its own cursor: in psycopg's pipeline, reading a query's rows on the cursor that just
         # ran executemany can fail after the transaction committed (found by the benchmark).
         with curs.connection.cursor() as reader:
@@ -132,13 +132,58 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
             reader.execute(self._q("SELECT log_hash FROM {t0} ORDER BY position DESC LIMIT 1",
                                    self.chain_table))
             last = reader.fetchone()
-        rows = chain_rows(stored_events, list(ids), heads,
-                          last["log_hash"] if last else GENESIS)
+        entries = chain_entries(
+            [(i, texts[s.originator_id], s.originator_version, s.topic, s.state)
+             for i, s in zip(ids, stored_events, strict=True)],
+            heads, last["log_hash"] if last else GENESIS)
         curs.executemany(
             self._q("INSERT INTO {t0} VALUES (%s, %s, %s, %s, %s, %s)", self.chain_table),
-            [attrs.astuple(r) for r in rows],
+            entries,
         )
         return ids
+
+    def _read(self, statement: Composed, params: Sequence[Any]) -> list[Any]:
+        # Tuples in binary format: no dict per row, and bytea arrives without hex decoding.
+        with self.datastore.get_connection() as conn, conn.cursor(
+            row_factory=tuple_row, binary=True
+        ) as curs:
+            curs.execute(statement, params, prepare=True)
+            return curs.fetchall()
+
+    def read_log(
+        self, after: int, limit: int, stop: int | None, topics: Sequence[str]
+    ) -> list[tuple[int, object, int, str, bytes]]:
+        """Rows ``(position, stream, version, topic, state)`` of the log after ``after``."""
+        # The stream id as text: psycopg would make a UUID per row, used only in errors.
+        text = ("SELECT notification_id, originator_id::text, originator_version, topic, "
+                "state FROM {t0} WHERE notification_id > %s")
+        params: list[Any] = [after]
+        if stop is not None:
+            text += " AND notification_id <= %s"
+            params.append(stop)
+        if topics:
+            text += " AND topic = ANY(%s)"
+            params.append(list(topics))
+        params.append(limit)
+        return self._read(self._q(text + " ORDER BY notification_id LIMIT %s",
+                                  self.events_table_name), params)
+
+    def read_stream(self, stream: UUID, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Rows ``(version, topic, state)`` of one stream after version ``after``."""
+        return self._read(self._q(
+            "SELECT originator_version, topic, state FROM {t0} WHERE originator_id = %s AND "
+            "originator_version > %s ORDER BY originator_version LIMIT %s",
+            self.events_table_name), (stream, after, limit))
+
+    def versions(self, streams: Sequence[UUID]) -> dict[UUID, int]:
+        """The last version of each stream that has events."""
+        if not streams:
+            return {}
+        rows = self._read(self._q(
+            "SELECT originator_id, MAX(originator_version) FROM {t0} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id", self.events_table_name),
+            (list(streams),))
+        return {r[0]: int(r[1]) for r in rows}
 
     def chain(self) -> list[ChainRow]:
         """Every chain entry, in log order."""

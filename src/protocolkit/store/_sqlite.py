@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import attrs
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from protocolkit.errors import StoreError
-from protocolkit.store._chain import GENESIS, ChainRow, chain_rows
+from protocolkit.store._chain import GENESIS, ChainRow, chain_entries
 
 __all__ = ["SQLiteEventRecorder", "check_sqlite_file"]
 
@@ -33,6 +32,8 @@ _SIDE_TABLES = {
     ),
 }
 # The log and its indexes are append-only; meta is append-only too (its rows are identity).
+#: Values per IN (...) list: well under SQLite's 999-parameter limit of old versions.
+_CHUNK = 500
 _GUARDED = ("stored_events", "protocolkit_event_ids", "protocolkit_subjects", "protocolkit_meta",
             "protocolkit_chain")
 
@@ -62,29 +63,99 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events)
+        rows = [(_hex_id(s.originator_id), s.originator_version, s.topic, s.state)
+                for s in stored_events]
+        ids = self._insert_log_rows(c, rows)
         c.executemany("INSERT INTO protocolkit_event_ids VALUES (?,?,?)", kwargs["event_rows"])
-        c.executemany(
-            "INSERT OR IGNORE INTO protocolkit_subjects VALUES (?,?,?)", kwargs["subject_rows"]
-        )
-        # The integrity chain, in the same transaction (SQLite has one writer at a time).
-        streams = sorted({s.originator_id.hex if isinstance(s.originator_id, UUID)
-                          else str(s.originator_id) for s in stored_events})
+        if kwargs["subject_rows"]:
+            c.executemany("INSERT OR IGNORE INTO protocolkit_subjects VALUES (?,?,?)",
+                          kwargs["subject_rows"])
+        # The integrity chain, in the same transaction (SQLite has one writer at a time, and
+        # the inserts above took the write lock before these reads).
+        streams = sorted({row[0] for row in rows})
         heads: dict[str, str] = {}
-        for stream in streams:
-            c.execute("SELECT subject_hash FROM protocolkit_chain WHERE originator_id = ? "
-                      "ORDER BY position DESC LIMIT 1", (stream,))
-            row = c.fetchone()
-            if row is not None:
-                heads[stream] = row[0]
+        for start in range(0, len(streams), _CHUNK):
+            chunk = streams[start:start + _CHUNK]
+            # Each subject's last chain entry, found through the (stream, position) index.
+            c.execute("SELECT originator_id, subject_hash FROM protocolkit_chain WHERE position "
+                      "IN (SELECT MAX(position) FROM protocolkit_chain WHERE originator_id IN "
+                      f"({','.join('?' * len(chunk))}) GROUP BY originator_id)", chunk)
+            heads.update((r[0], r[1]) for r in c.fetchall())
         c.execute("SELECT log_hash FROM protocolkit_chain ORDER BY position DESC LIMIT 1")
         last = c.fetchone()
-        assert ids is not None
-        rows = chain_rows([_hex(s) for s in stored_events], list(ids), heads,
-                          last[0] if last else GENESIS)
-        c.executemany("INSERT INTO protocolkit_chain VALUES (?,?,?,?,?,?)",
-                      [attrs.astuple(r) for r in rows])
+        entries = chain_entries(
+            [(i, *row) for i, row in zip(ids, rows, strict=True)], heads,
+            last[0] if last else GENESIS)
+        c.executemany("INSERT INTO protocolkit_chain VALUES (?,?,?,?,?,?)", entries)
         return ids
+
+    def _insert_log_rows(self, c: SQLiteCursor, rows: list[tuple[str, int, str, bytes]]
+                         ) -> list[int]:
+        """Insert the events (one statement for all but the first) and return their rowids.
+
+        Eventsourcing inserts row by row to learn each rowid. Under the write lock SQLite
+        gives each new row the largest rowid plus one, so the rowids run from the first
+        row's to ``last_insert_rowid()``; only when the largest rowid has reached 2**63-1
+        does SQLite pick them at random, and then they are looked up by primary key.
+        """
+        c.execute(self.insert_events_statement, rows[0])
+        first = int(c.lastrowid)
+        if len(rows) > 1:
+            c.executemany(self.insert_events_statement, rows[1:])
+        c.execute("SELECT last_insert_rowid()")
+        last = int(c.fetchone()[0])
+        if last - first == len(rows) - 1:
+            return list(range(first, last + 1))
+        ids = []
+        for stream, version, _, _ in rows:
+            c.execute(f"SELECT rowid FROM {self.events_table_name} WHERE originator_id = ? "
+                      "AND originator_version = ?", (stream, version))
+            ids.append(int(c.fetchone()[0]))
+        return ids
+
+    def _read(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples, not a sqlite3.Row per row
+            cursor.execute(statement, params)
+            return cursor.fetchall()
+
+    def read_log(
+        self, after: int, limit: int, stop: int | None, topics: Sequence[str]
+    ) -> list[tuple[int, object, int, str, bytes]]:
+        """Rows ``(position, stream, version, topic, state)`` of the log after ``after``."""
+        statement = ("SELECT rowid, originator_id, originator_version, topic, state "
+                     f"FROM {self.events_table_name} WHERE rowid > ?")
+        params: list[Any] = [after]
+        if stop is not None:
+            statement += " AND rowid <= ?"
+            params.append(stop)
+        if topics:
+            statement += f" AND topic IN ({','.join('?' * len(topics))})"
+            params.extend(topics)
+        params.append(limit)
+        return self._read(statement + " ORDER BY rowid LIMIT ?", params)
+
+    def read_stream(self, stream: UUID, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Rows ``(version, topic, state)`` of one stream after version ``after``."""
+        return self._read(
+            f"SELECT originator_version, topic, state FROM {self.events_table_name} "
+            "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version "
+            "LIMIT ?", (stream.hex, after, limit))
+
+    def versions(self, streams: Sequence[UUID]) -> dict[UUID, int]:
+        """The last version of each stream that has events."""
+        by_hex = {s.hex: s for s in streams}
+        keys = list(by_hex)
+        found: dict[UUID, int] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            rows = self._read(
+                f"SELECT originator_id, MAX(originator_version) FROM {self.events_table_name} "
+                f"WHERE originator_id IN ({','.join('?' * len(chunk))}) GROUP BY originator_id",
+                chunk)
+            found.update((by_hex[r[0]], int(r[1])) for r in rows)
+        return found
 
     def chain(self) -> list[ChainRow]:
         """Every chain entry, in log order."""
@@ -140,12 +211,9 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
             return [(r[0], r[1], UUID(r[2])) for r in c.fetchall()]
 
 
-def _hex(stored: StoredEvent) -> StoredEvent:
-    """The row as SQLite keeps it: the stream id as 32 hex digits."""
-    if isinstance(stored.originator_id, UUID):
-        return StoredEvent(stored.originator_id.hex, stored.originator_version, stored.topic,
-                           stored.state)
-    return stored
+def _hex_id(stream: UUID | str) -> str:
+    """The stream id as SQLite keeps it: 32 hex digits."""
+    return stream.hex if isinstance(stream, UUID) else stream
 
 
 def check_sqlite_file(path: str, name: str) -> None:
