@@ -37,6 +37,7 @@ from protocolkit.rules._compile import (
 )
 from protocolkit.rules._values import (
     EventView,
+    Evidence,
     Instant,
     Qty,
     Unknown,
@@ -245,7 +246,7 @@ class Session:
         known = pendulum.instance(known_at) if known_at is not None else now
         base = self.base(utc_of(known))
         ctx = Ctx(by_type=base.by_type, now=instant_of(now, base.zone, TimePrecision.INSTANT),
-                  zone=base.zone)
+                  zone=base.zone, kept=base.kept, versions=base.versions)
         study, subject = self._key or ("", "")
         result = _Run(self.protocol, ctx, base, study=study, subject=subject, now=now,
                       known=known).run()
@@ -284,6 +285,10 @@ class _Base:
     earliest_out: dt.datetime | None
     #: The last view's sort key: a new event after it is appended, not sorted in.
     last_key: tuple[dt.datetime, str, int] | None
+    #: Filters kept between evaluations (the compiled protocol's), and how many events of
+    #: each type ("*": of any) were added since this base was built: what they depend on.
+    kept: dict[Any, Any] = attrs.field(factory=dict)
+    versions: dict[str, int] = attrs.field(factory=dict)
 
     @classmethod
     def build(cls, protocol: Protocol, events: Sequence[Event],
@@ -335,6 +340,9 @@ class _Base:
         self.views.append(view)
         self.by_type.setdefault(view.type, []).append(view)
         self.by_id[event.event_id] = view
+        versions = self.versions
+        versions[view.type] = versions.get(view.type, 0) + 1
+        versions["*"] = versions.get("*", 0) + 1
         for name in _measurement_fields(type(event)):
             value = getattr(event, name)
             if isinstance(value, Measurement) and not value.usable:
@@ -447,7 +455,7 @@ class _Run:
                            evidence=self._evidence())
 
     def _fresh(self) -> None:
-        self.ctx.touched = set()
+        self.ctx.touched = Evidence()
         self.ctx.locals = {}
 
     def _evidence(self, extra: Iterable[UUID] = ()) -> tuple[str, ...]:
@@ -551,7 +559,7 @@ class _Run:
             anchor = run[-1] if run else None
             if _truthy(rule.important(self.ctx, anchor)) is True:
                 importance = "important"
-        self.ctx.touched = ids
+        self.ctx.touched = Evidence(ids)
         evidence = self._evidence()
         last = max((self.by_id[UUID(i)] for i in evidence), key=lambda v: v.index, default=None)
         date = last.instant.local_date if last else None
@@ -566,7 +574,7 @@ class _Run:
         name = self.protocol.study_day_anchor
         if name is None or name not in self.protocol.globals:
             return None
-        saved = set(self.ctx.touched)
+        saved = self.ctx.touched.copy()
         value = global_value(self.ctx, self.protocol.globals[name])
         self.ctx.touched = saved
         day = _as_date(value)
@@ -606,7 +614,7 @@ class _Run:
         window = (lo.isoformat(), hi.isoformat())
         closed = self.ctx.now.local_date > hi
         # The candidates are not evidence; the value selected (and what its rules read) is.
-        saved, self.ctx.touched = self.ctx.touched, set()
+        saved, self.ctx.touched = self.ctx.touched, Evidence()
         candidates = [v for v in rule.values(self.ctx, None).items
                       if lo <= v.instant.local_date <= hi]
         self.ctx.touched = saved

@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import difflib
-from collections.abc import Callable, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -23,6 +24,7 @@ from protocolkit.events import EVENT_TYPES, Event
 from protocolkit.rules._predicates import simple_predicate
 from protocolkit.rules._values import (
     EventView,
+    Evidence,
     Instant,
     Qty,
     Unknown,
@@ -109,12 +111,15 @@ class Ctx:
     zone: Any
     #: Values computed once per evaluation: globals by name, invariant set filters by key.
     memo: dict[Any, Any] = attrs.field(factory=dict)
-    touched: set[Any] = attrs.field(factory=set)
+    touched: Evidence = attrs.field(factory=Evidence)
     locals: dict[str, Any] = attrs.field(factory=dict)
     rules: Any = None  # the engine's rule-result lookup (status of / response of)
     #: Sorted UTC keys of member lists, by list identity (bisection of before/after).
     keys: dict[int, list[dt.datetime]] = attrs.field(factory=dict)
     pinned: list[Any] = attrs.field(factory=list)
+    #: A session's filters kept between evaluations, and its per-type change counts.
+    kept: dict[Any, Any] | None = None
+    versions: dict[str, int] = attrs.field(factory=dict)
 
     def touch(self, view: EventView) -> None:
         """Record an event as evidence of the verdict being computed."""
@@ -129,7 +134,7 @@ class SetVal:
     uncertain: list[EventView] = attrs.field(factory=list)
     why: Unknown | None = None
     #: For members a `where` turned away: the events its condition read (why they are out).
-    rejected: dict[int, set[Any]] = attrs.field(factory=dict)
+    rejected: Mapping[int, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -141,6 +146,9 @@ class Global:
     fn: Fn
     ty: Ty
     line: int
+    #: The event types its value reads ("*": any), and whether it reads `now`.
+    reads: frozenset[str] = frozenset()
+    reads_now: bool = False
 
 
 class Compiler:
@@ -161,6 +169,9 @@ class Compiler:
         # per evaluation (see set_expr).
         self._cur_refs = 0
         self._local_refs: list[str] = []
+        # The event types and `now` they read (a kept filter's verdicts depend on nothing else).
+        self._type_refs: list[str] = []
+        self._now_refs = 0
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -229,6 +240,7 @@ class Compiler:
         return _const(False), BOOL
 
     def _x_now(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
+        self._now_refs += 1
         return (lambda ctx, _it: ctx.now), INSTANT
 
     def _x_it(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
@@ -252,6 +264,7 @@ class Compiler:
             glob = self.globals[name]
             if glob.kind == "define":
                 self.error(node, f"{name!r} is a set of events: write ${name}")
+            self._read_global(glob)
             return _memo(glob), glob.ty
         if is_field or (it is not None and not it.types and it.kind in ("event", "any")):
             assert it is not None  # an untyped event ($occurrence): the field is checked late
@@ -262,6 +275,25 @@ class Compiler:
             known += _fields_of(it)
         self.error(node, f"unknown name {name!r}", _suggest(name, known))
         return _const(None), ANY
+
+    def _read_global(self, glob: Global) -> None:
+        self._type_refs.extend(glob.reads)
+        self._now_refs += glob.reads_now
+
+    def global_reads(self, compile_: Callable[[], tuple[Fn, Ty]]
+                     ) -> tuple[Fn, Ty, frozenset[str], bool]:
+        """Compile a global; also say which event types and whether `now` its value reads.
+
+        A value read through a rule result (``@RULE...``, ``eligibility``) may read any
+        type: it is marked as reading every one (``"*"``).
+        """
+        type_mark, now_mark, local_mark = (len(self._type_refs), self._now_refs,
+                                           len(self._local_refs))
+        fn, ty = compile_()
+        reads = set(self._type_refs[type_mark:])
+        if "@" in self._local_refs[local_mark:]:
+            reads.add("*")
+        return fn, ty, frozenset(reads), self._now_refs != now_mark
 
     def _is_member_field(self, name: str, it: Ty) -> bool:
         """Whether a bare ``name`` in a condition on ``it`` reads a field of the member."""
@@ -484,7 +516,7 @@ class Compiler:
                 return True
             if any(v is view for v in found.uncertain):
                 return found.why or Unknown(("membership uncertain",))
-            ctx.touched |= found.rejected.get(id(view), set())  # why it is not a member
+            ctx.touched |= found.rejected.get(id(view), ())  # why it is not a member
             return False
 
         return member, BOOL
@@ -596,6 +628,7 @@ class Compiler:
                        _suggest(what_token, ["status", "response", "selected", "verdict"]))
         self._pending_refs.append((rule_id, node, self.rule, what_token))
         self._local_refs.append("@")  # a rule result has side effects on the verdict's date
+        self._type_refs.append("*")  # and may read any event type
         what = "status" if what_token == "verdict" else what_token
 
         def lookup(ctx: Ctx, cur: EventView | None) -> Any:
@@ -609,6 +642,7 @@ class Compiler:
     def _x_eligibility(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         self._pending_refs.append(("", node, self.rule, "eligibility"))
         self._local_refs.append("@")
+        self._type_refs.append("*")
         return (lambda ctx, _it: ctx.rules("", "eligibility")), STRING
 
     # --- queries over the history ------------------------------------------------------------
@@ -651,8 +685,7 @@ class Compiler:
 
         def count(ctx: Ctx, cur: EventView | None) -> Any:
             found = fn(ctx, cur)
-            for view in found.items:
-                ctx.touch(view)
+            ctx.touched.include(found.items)
             if found.uncertain:
                 for view in found.uncertain:
                     ctx.touch(view)
@@ -667,8 +700,7 @@ class Compiler:
         def exists(ctx: Ctx, cur: EventView | None) -> Any:
             found = fn(ctx, cur)
             if found.items:
-                for view in found.items:
-                    ctx.touch(view)
+                ctx.touched.include(found.items)
                 return not negate
             if found.uncertain:
                 for view in found.uncertain:
@@ -794,7 +826,7 @@ class Compiler:
         try:
             for flt in filters:
                 cur_mark, local_mark = self._cur_refs, len(self._local_refs)
-                fn, ty = self._set_filter(flt, fn, ty, it, alias)
+                fn, ty = self._set_filter(flt, fn, ty, it, alias, invariant=invariant)
                 outside = [n for n in self._local_refs[local_mark:] if n != alias
                            or flt.data != "where"]
                 invariant = invariant and self._cur_refs == cur_mark and not outside
@@ -821,18 +853,32 @@ class Compiler:
                 known = [g for g, v in self.globals.items() if v.kind == "define"]
                 self.error(node, f"unknown set ${name}", _suggest(name, known))
                 return (lambda ctx, _it: SetVal([])), Ty("set")
+            self._read_global(glob)
             memo = _memo(glob)
             return memo, glob.ty
+        self._type_refs.extend(names)
         for name in names:
             if name not in EVENT_TYPES:
                 self.error(node, f"unknown event type {name!r}", _suggest(name, list(EVENT_TYPES)))
                 return (lambda ctx, _it: SetVal([])), Ty("set")
         if len(names) == 1:
             only = names[0]
-            return (lambda ctx, _it: SetVal(ctx.by_type.get(only, []))), Ty(
-                "set", None, frozenset(names))
+
+            def of_type(ctx: Ctx, _it: EventView | None) -> SetVal:
+                items = ctx.by_type.get(only)
+                if items is None:
+                    return SetVal([])
+                if ctx.kept is not None:
+                    _keep_keys(ctx, items)
+                return SetVal(items)
+
+            return of_type, Ty("set", None, frozenset(names))
+
+        key = object()
 
         def merged(ctx: Ctx, _it: EventView | None) -> SetVal:
+            if ctx.kept is not None:
+                return SetVal(_kept_merge(ctx, key, [ctx.by_type.get(n) for n in names]))
             views = [v for n in names for v in ctx.by_type.get(n, [])]
             return SetVal(sorted(views, key=lambda v: v.index))
 
@@ -841,28 +887,35 @@ class Compiler:
     local_sets: set[str]
 
     def _set_filter(self, node: Node, fn: Callable[[Ctx, EventView | None], SetVal],
-                    ty: Ty, it: Ty | None, alias: str | None = None
+                    ty: Ty, it: Ty | None, alias: str | None = None, *,
+                    invariant: bool = False
                     ) -> tuple[Callable[[Ctx, EventView | None], SetVal], Ty]:
         kind = node.data
         if kind == "where":
             # The analyte a where pins is known inside it too (`loinc = "718-7" and result > x`).
             analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
             elem = Ty("event", None, ty.types, analyte)
-            cur_mark = self._cur_refs
+            cur_mark, local_mark = self._cur_refs, len(self._local_refs)
+            type_mark, now_mark = len(self._type_refs), self._now_refs
             cond, cond_ty = self.expr(node.children[0], elem)
             self._cur_refs = cur_mark  # `it` in the condition is the member, not the outer it
             self._want_bool(node.children[0], cond_ty)
             fast = simple_predicate(node.children[0],
                                     lambda name: self._is_member_field(name, elem)
                                     ) if OPTIMISE else None
+            # A filter that reads nothing of its surroundings is kept between a session's
+            # evaluations: members already judged keep their verdict while the event types
+            # its condition reads (and `now`, if read) are unchanged; new members are judged.
+            keep = OPTIMISE and invariant and not [
+                n for n in self._local_refs[local_mark:] if n != alias]
+            reads = frozenset(self._type_refs[type_mark:])
+            reads_now = self._now_refs != now_mark
+            key = object()
 
-            def where(ctx: Ctx, cur: EventView | None) -> SetVal:
-                found = fn(ctx, cur)
-                items: list[EventView] = []
-                uncertain = list(found.uncertain)
-                why = found.why
-                rejected = dict(found.rejected)
-                for view in found.items:
+            def judge(ctx: Ctx, members: Sequence[EventView], items: list[EventView],
+                      uncertain: list[EventView], *, why: Unknown | None,
+                      rejected: dict[int, Any]) -> Unknown | None:
+                for view in members:
                     if fast is not None:
                         # The simple shapes read the member's own fields: it is the evidence.
                         passed = fast(view.event)
@@ -875,7 +928,7 @@ class Compiler:
                             continue
                     # Only members that pass cite what their condition read; what turned
                     # a member away is kept for `not (it in $set)`.
-                    outer, ctx.touched = ctx.touched, set()
+                    outer, ctx.touched = ctx.touched, Evidence()
                     if alias is not None:
                         ctx.locals[alias] = view
                     verdict = _truthy(cond(ctx, view))
@@ -888,7 +941,18 @@ class Compiler:
                         why = verdict if why is None else why.merge(verdict)
                     else:
                         rejected[id(view)] = used
-                return SetVal(items, uncertain, why, rejected)
+                return why
+
+            def where(ctx: Ctx, cur: EventView | None) -> SetVal:
+                found = fn(ctx, cur)
+                if keep and ctx.kept is not None and not found.uncertain and found.why is None:
+                    return _kept_where(ctx, key, found, reads=reads, reads_now=reads_now,
+                                       judge=judge)
+                items: list[EventView] = []
+                uncertain = list(found.uncertain)
+                rejected: dict[int, Any] = {}
+                why = judge(ctx, found.items, items, uncertain, why=found.why, rejected=rejected)
+                return SetVal(items, uncertain, why, _chain(rejected, found.rejected))
 
             return where, Ty("set", None, ty.types, analyte)
         if kind == "within":
@@ -924,8 +988,7 @@ class Compiler:
                 return _filter(fn(ctx, cur), lambda v: _compare(
                     field_value(v, "recorded_at", ctx.zone), bound, op))
             if kind == "on_date":
-                day = _as_date(bound)
-                return _filter(fn(ctx, cur), lambda v: v.instant.local_date == day)
+                return _on_date(ctx, fn(ctx, cur), _as_date(bound))
             found = fn(ctx, cur)
             point = _as_time(bound)
             if (isinstance(point, Instant) and not point.day_only and not found.uncertain
@@ -962,15 +1025,106 @@ def global_value(ctx: Ctx, glob: Global) -> Any:
     entry = ctx.memo.get(glob.name)
     if entry is None:
         saved = ctx.touched
-        ctx.touched = set()
+        ctx.touched = Evidence()
         try:
             value = glob.fn(ctx, None)
         finally:
             used, ctx.touched = ctx.touched, saved
-        entry = (value, frozenset() if glob.kind == "define" else frozenset(used))
+        entry = (value, Evidence() if glob.kind == "define" else used)
         ctx.memo[glob.name] = entry
     ctx.touched |= entry[1]
     return entry[0]
+
+
+def _chain(own: dict[int, Any], inherited: Mapping[int, Any]) -> Mapping[int, Any]:
+    """A filter's rejected members, then its input's (without copying the input's)."""
+    return ChainMap(own, inherited) if inherited else own  # type: ignore[arg-type]
+
+
+@attrs.define
+class _KeptWhere:
+    """A filter's result kept in a session: the input it judged, how far, and the verdicts."""
+
+    source: list[EventView]
+    seen: int
+    stamp: tuple[Any, ...]
+    items: list[EventView] = attrs.field(factory=list)
+    uncertain: list[EventView] = attrs.field(factory=list)
+    why: Unknown | None = None
+    rejected: dict[int, Any] = attrs.field(factory=dict)
+    used: Evidence = attrs.field(factory=Evidence)
+
+
+def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
+                reads_now: bool, judge: Callable[..., Unknown | None]) -> SetVal:
+    """A kept filter: judge only the members its input gained since it last ran.
+
+    Its input grows only at its end (the session appends events that come after all others,
+    and kept filters feed kept filters); anything else (another input list, a change to a
+    type the condition reads, another `now`) judges every member again.
+    """
+    assert ctx.kept is not None
+    versions = ctx.versions
+    stamp = (tuple(versions.get(t, 0) for t in sorted(reads)),
+             ctx.now if reads_now else None)
+    state: _KeptWhere | None = ctx.kept.get(key)
+    if (state is None or state.source is not found.items or state.stamp != stamp
+            or len(found.items) < state.seen):
+        replaced = state.items if state is not None else None
+        state = ctx.kept[key] = _KeptWhere(found.items, 0, stamp)
+        _keep_keys(ctx, state.items, replaced)
+    if len(found.items) > state.seen:
+        outer, ctx.touched = ctx.touched, state.used
+        try:
+            state.why = judge(ctx, found.items[state.seen:], state.items, state.uncertain,
+                              why=state.why, rejected=state.rejected)
+        except BaseException:
+            del ctx.kept[key]  # judged in part: start again next time
+            raise
+        finally:
+            ctx.touched = outer
+        state.seen = len(found.items)
+    ctx.touched |= state.used
+    return SetVal(state.items, state.uncertain, state.why,
+                  _chain(state.rejected, found.rejected))
+
+
+@attrs.define
+class _KeptMerge:
+    """Several types' events merged in clinical order, as of the given list lengths."""
+
+    sources: list[list[EventView] | None]
+    lengths: list[int]
+    items: list[EventView] = attrs.field(factory=list)
+
+
+def _kept_merge(ctx: Ctx, key: object, sources: list[list[EventView] | None]
+                ) -> list[EventView]:
+    """Several types' events in clinical order, kept in a session: new ones are appended.
+
+    A session's per-type lists only grow at their end, with views later than all before.
+    """
+    assert ctx.kept is not None
+    state: _KeptMerge | None = ctx.kept.get(key)
+    if state is not None and all(
+            (old is None and n == 0) or (new is old and new is not None and len(new) >= n)
+            for old, new, n in zip(state.sources, sources, state.lengths, strict=True)):
+        tail = [v for new, n in zip(sources, state.lengths, strict=True) if new
+                for v in new[n:]]
+    else:
+        replaced = state.items if state is not None else None
+        state = ctx.kept[key] = _KeptMerge([None] * len(sources), [0] * len(sources))
+        _keep_keys(ctx, state.items, replaced)
+        tail = [v for new in sources if new for v in new]
+    tail.sort(key=_index)
+    state.items.extend(tail)
+    state.sources = list(sources)
+    state.lengths = [len(new) if new else 0 for new in sources]
+    return state.items
+
+
+def _index(view: EventView) -> int:
+    return view.index
 
 
 def _once_per_evaluation(fn: Callable[[Ctx, EventView | None], SetVal]
@@ -985,12 +1139,12 @@ def _once_per_evaluation(fn: Callable[[Ctx, EventView | None], SetVal]
         entry = ctx.memo.get(key)
         if entry is None:
             saved = ctx.touched
-            ctx.touched = set()
+            ctx.touched = Evidence()
             try:
                 value = fn(ctx, cur)
             finally:
                 used, ctx.touched = ctx.touched, saved
-            entry = ctx.memo[key] = (value, frozenset(used))
+            entry = ctx.memo[key] = (value, used)
         ctx.touched |= entry[1]
         result: SetVal = entry[0]
         return result
@@ -1261,6 +1415,10 @@ class _Interval:
 
 def _keys(ctx: Ctx, items: list[EventView]) -> list[dt.datetime] | None:
     """The members' UTC instants (cached per list), or None if one has only a date."""
+    if ctx.kept is not None:
+        entry = ctx.kept.get(("keys", id(items)))
+        if entry is not None and entry[0] is items:
+            return _grown_keys(entry)
     keys = ctx.keys.get(id(items))
     if keys is None or len(keys) != len(items):
         if any(v.instant.day_only for v in items):
@@ -1269,6 +1427,40 @@ def _keys(ctx: Ctx, items: list[EventView]) -> list[dt.datetime] | None:
         ctx.keys[id(items)] = keys
         ctx.pinned.append(items)  # keep the list alive while its id is a cache key
     return keys
+
+
+def _keep_keys(ctx: Ctx, items: list[EventView], replaced: list[EventView] | None = None
+               ) -> None:
+    """Keep the bisection keys of a session list that only grows at its end."""
+    assert ctx.kept is not None
+    if replaced is not None:
+        ctx.kept.pop(("keys", id(replaced)), None)
+    ctx.kept.setdefault(("keys", id(items)), [items, []])
+
+
+def _grown_keys(entry: list[Any]) -> list[dt.datetime] | None:
+    items, keys = entry
+    if keys is not None and len(keys) < len(items):
+        tail = items[len(keys):]
+        if any(v.instant.day_only for v in tail):
+            entry[1] = keys = None  # a date-only member: scan from now on
+        else:
+            keys.extend(v.instant.utc for v in tail)
+    return keys  # type: ignore[no-any-return]
+
+
+def _on_date(ctx: Ctx, found: SetVal, day: Any) -> SetVal:
+    """``on date``: bisect to the day's neighbourhood (dates follow instants), then test."""
+    items = found.items
+    keys = _keys(ctx, items) if isinstance(day, dt.date) and not found.uncertain else None
+    if keys is None:
+        return _filter(found, lambda v: v.instant.local_date == day)
+    # A day's events are within a day and a half of its UTC midnight in any zone; the margin
+    # covers every offset (and a midnight that a clock change repeats).
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    lo = bisect.bisect_left(keys, midnight - dt.timedelta(hours=36))
+    hi = bisect.bisect_right(keys, midnight + dt.timedelta(hours=60))
+    return SetVal([v for v in items[lo:hi] if v.instant.local_date == day])
 
 
 def _cut(ctx: Ctx, found: SetVal, point: Instant, op: str) -> SetVal:

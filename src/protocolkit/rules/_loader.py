@@ -360,9 +360,9 @@ class _Builder:
         if name in c.globals:
             c.error(name_token, f"{name!r} is defined twice")
         if stmt.data == "define":
-            fn, ty = c.set_expr(body, None)
+            fn, ty, reads, reads_now = c.global_reads(lambda: c.set_expr(body, None))
         else:
-            fn, ty = c.expr(body, None)
+            fn, ty, reads, reads_now = c.global_reads(lambda: c.expr(body, None))
             if stmt.data == "parameter":
                 try:
                     value = fn(None, None)  # type: ignore[arg-type]
@@ -373,7 +373,7 @@ class _Builder:
                     fn = _const_fn(value)
                     if isinstance(value, Qty):
                         ty = Ty("qty", value.dimension, unit=value.unit)
-        c.globals[name] = Global(stmt.data, name, fn, ty, stmt.meta.line)
+        c.globals[name] = Global(stmt.data, name, fn, ty, stmt.meta.line, reads, reads_now)
 
     def _criterion(self, stmt: Node) -> Criterion:
         c = self.compiler

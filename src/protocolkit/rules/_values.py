@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from typing import Any, Union
 
@@ -16,6 +16,7 @@ from protocolkit.units import Measurement, MeasurementStatus, Quantity, Unit, pa
 
 __all__ = [
     "EventView",
+    "Evidence",
     "Instant",
     "Qty",
     "Unknown",
@@ -113,6 +114,67 @@ class EventView:
     def type(self) -> str:
         """The event type name."""
         return self.event.event_type
+
+
+class Evidence:
+    """The events a verdict used: event ids, plus whole evidence or event lists, by reference.
+
+    Including is constant time: a condition that cites every dose of a long history (``any
+    $dose``) does not copy their ids, and most such evidence is never read (a let's, a
+    filter's). Results read it once each, through :meth:`ids_all`. What is included must not
+    change while this evidence is in use: an evaluation's lists do not.
+    """
+
+    __slots__ = ("ids", "parts")
+
+    def __init__(self, ids: Iterable[Any] = ()) -> None:
+        self.ids: set[Any] = set(ids)
+        self.parts: list[Evidence | Sequence[EventView]] = []
+
+    def add(self, event_id: Any) -> None:
+        """Cite one event by id."""
+        self.ids.add(event_id)
+
+    def include(self, other: Evidence | Sequence[EventView]) -> None:
+        """Cite everything ``other`` cites (evidence) or holds (event views)."""
+        if other is not self:
+            self.parts.append(other)
+
+    def __ior__(self, other: Evidence | Iterable[Any]) -> Evidence:
+        if isinstance(other, Evidence):
+            self.include(other)
+        else:
+            self.ids.update(other)
+        return self
+
+    def ids_all(self) -> set[Any]:
+        """Every event id cited, directly or through what was included."""
+        found = set(self.ids)
+        stack = list(self.parts)
+        visited = {id(self)}
+        while stack:
+            part = stack.pop()
+            if id(part) in visited:
+                continue
+            visited.add(id(part))
+            if isinstance(part, Evidence):
+                found |= part.ids
+                stack.extend(part.parts)
+            else:
+                found.update(view.event.event_id for view in part)
+        return found
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.ids_all())
+
+    def __bool__(self) -> bool:
+        return bool(self.ids) or any(bool(part) for part in self.parts)
+
+    def copy(self) -> Evidence:
+        """A copy that later citations to this one do not reach."""
+        copied = Evidence(self.ids)
+        copied.parts = list(self.parts)
+        return copied
 
 
 Value = Union[
