@@ -289,8 +289,11 @@ class _LogRecorder(Protocol):
         self, stream: UUID, after: int, limit: int
     ) -> list[tuple[int, str, bytes]]: ...
     def versions(self, streams: Sequence[UUID]) -> dict[UUID, int]: ...
+    def read_events(
+        self, event_ids: Sequence[UUID]
+    ) -> list[tuple[UUID, object, int, str, bytes]]: ...
     def init_meta(self, name: str) -> str: ...
-    def locate(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]: ...
+    def locate(self, event_ids: Sequence[UUID | str]) -> dict[UUID, tuple[UUID, int]]: ...
     def subjects(self) -> list[tuple[str, str, UUID]]: ...
     def chain(self) -> list[ChainRow]: ...
     def raw_rows(self) -> list[tuple[int, str, int, str, bytes]]: ...
@@ -412,32 +415,36 @@ class EventStore:
         for i, event in enumerate(batch):
             if not isinstance(event, Event):
                 raise EventError(f"item {i} is not an event: {event!r}")
-        self._check_ids(batch)
+        postgres = self.location.kind == "postgres"
+        # psycopg adapts UUID objects to the uuid columns; SQLite keeps ids as text.
+        id_keys: list[Any] = ([e.event_id for e in batch] if postgres
+                              else [str(e.event_id) for e in batch])
+        self._check_ids(batch, id_keys)
         self._check_corrections(batch)
         streams = [_stream(e.study, e.subject) for e in batch]
-        versions: dict[UUID, int] = {}
+        # Keyed by the hex text: a str caches its hash, a UUID computes it in Python.
+        versions: dict[str, int] = {}
         for (study, subject), version in (expected_versions or {}).items():
-            versions[subject_stream_id(study, subject)] = version
-        unread = [s[0] for s in dict.fromkeys(streams) if s[0] not in versions]
+            versions[_stream(study, subject)[1]] = version
+        unread = [s for h, s in {s[1]: s for s in streams}.items() if h not in versions]
         if unread:  # one query for the batch's subjects, not one per subject
-            found = self._recorder.versions(unread)
-            versions.update((s, found.get(s, 0)) for s in unread)
+            found = self._recorder.versions([s[0] for s in unread])
+            versions.update((s[1], found.get(s[0], 0)) for s in unread)
         encode = self.mapper.encode
-        postgres = self.location.kind == "postgres"
         stored: list[StoredEvent] = []
         event_rows: list[tuple[Any, Any, int]] = []
         new_subjects: list[tuple[Any, str, str]] = []
-        for event, (stream, hex_id, text_id) in zip(batch, streams, strict=True):
-            version = versions[stream] = versions[stream] + 1
+        for event, (stream, hex_id, text_id), id_key in zip(batch, streams, id_keys,
+                                                            strict=True):
+            version = versions[hex_id] = versions[hex_id] + 1
             if version == 1:  # the subject's first event: record who the stream is
                 new_subjects.append((stream if postgres else text_id, event.study,
                                      event.subject))
-            # psycopg adapts UUID objects to the uuid columns; SQLite keeps the stream id as
-            # 32 hex digits in the log and dashed text in the side tables.
+            # SQLite keeps the stream id as 32 hex digits in the log and dashed in the side
+            # tables.
             stored.append(StoredEvent(stream if postgres else hex_id, version,
                                       event.event_type, encode(event)))
-            event_rows.append((event.event_id, stream, version) if postgres
-                              else (str(event.event_id), text_id, version))
+            event_rows.append((id_key, stream if postgres else text_id, version))
         positions = self._insert(stored, event_rows, new_subjects)
         return [
             RecordedEvent(e, s.originator_version, p)
@@ -468,16 +475,19 @@ class EventStore:
             raise StoreError(f"the store refused the append: {exc}") from None
         return list(ids) if ids is not None else [None] * len(stored)
 
-    def _check_ids(self, batch: Sequence[Event]) -> None:
-        seen: set[UUID] = set()
+    def _check_ids(self, batch: Sequence[Event], keys: Sequence[UUID | str]) -> None:
         errors = []
-        for i, event in enumerate(batch):
-            if event.event_id in seen:
-                errors.append(EventError(f"event id {event.event_id} appears twice in the batch",
-                                         field="event_id", line=i + 1))
-            seen.add(event.event_id)
-        known = self._recorder.locate([e.event_id for e in batch])
-        for i, event in enumerate(batch):
+        numbers = [e.event_id.int for e in batch]  # ints hash in C, UUIDs in Python
+        if len(set(numbers)) < len(numbers):
+            seen: set[int] = set()
+            for i, (event, number) in enumerate(zip(batch, numbers, strict=True)):
+                if number in seen:
+                    errors.append(EventError(
+                        f"event id {event.event_id} appears twice in the batch",
+                        field="event_id", line=i + 1))
+                seen.add(number)
+        known = self._recorder.locate(keys)
+        for i, event in enumerate(batch if known else ()):
             if event.event_id in known:
                 errors.append(EventError(f"event id {event.event_id} is already recorded",
                                          field="event_id", line=i + 1))
@@ -489,19 +499,20 @@ class EventStore:
         if not fixes:
             return
         targets = {e.corrects if isinstance(e, EntryCorrected) else e.retracts for e in fixes}
-        in_batch = {e.event_id: e for e in batch}
-        stored = {t: self.get(t) for t in targets if t not in in_batch}
+        # Ids are unique in the batch (checked first): where each event is, by its id.
+        in_batch = {e.event_id: (i, e) for i, e in enumerate(batch)}
+        stored = self._get_many([t for t in targets if t not in in_batch])
         errors = []
         for i, event in enumerate(batch):
             if isinstance(event, EntryCorrected | EntryRetracted):
                 target_id = (
                     event.corrects if isinstance(event, EntryCorrected) else event.retracts
                 )
-                target = in_batch.get(target_id)
-                if target is not None and batch.index(target) > i:
+                place, target = in_batch.get(target_id, (None, None))
+                if place is not None and place > i:
                     target = None  # must be recorded before what corrects it
-                if target is None and stored.get(target_id) is not None:
-                    target = stored[target_id].event  # type: ignore[union-attr]
+                if target is None and target_id in stored:
+                    target = stored[target_id].event
                 try:
                     check_target(event, target)
                 except EventError as exc:
@@ -560,15 +571,17 @@ class EventStore:
 
     def get(self, event_id: UUID) -> RecordedEvent | None:
         """The event with this id, or None."""
-        where = self._recorder.locate([event_id]).get(event_id)
-        if where is None:
-            return None
-        stream, version = where
-        rows = self._recorder.read_stream(stream, version - 1, 1)
-        if not rows or rows[0][0] != version:
-            return None
-        _, topic, state = rows[0]
-        return RecordedEvent(self.mapper.decode(topic, state, stream, version), version)
+        return self._get_many([event_id]).get(event_id)
+
+    def _get_many(self, event_ids: Sequence[UUID]) -> dict[UUID, RecordedEvent]:
+        """The stored events with these ids (one query: the id index joined to the log)."""
+        if not event_ids:
+            return {}
+        decode = self.mapper.decode
+        return {
+            event_id: RecordedEvent(decode(topic, state, stream, version), version)
+            for event_id, stream, version, topic, state in self._recorder.read_events(event_ids)
+        }
 
     def verify(self) -> Verification:
         """Recompute the integrity chain over the rows as they are in the database.

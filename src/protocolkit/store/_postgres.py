@@ -175,6 +175,20 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
             "originator_version > %s ORDER BY originator_version LIMIT %s",
             self.events_table_name), (stream, after, limit))
 
+    def read_events(
+        self, event_ids: Sequence[UUID]
+    ) -> list[tuple[UUID, object, int, str, bytes]]:
+        """Rows ``(event id, stream, version, topic, state)`` of the events with these ids."""
+        if not event_ids:
+            return []
+        statement = SQL(
+            "SELECT i.event_id, e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM {ids} i JOIN {events} e ON e.originator_id = i.originator_id AND "
+            "e.originator_version = i.originator_version WHERE i.event_id = ANY(%s)"
+        ).format(ids=Identifier(self.datastore.schema, self.ids_table),
+                 events=Identifier(self.datastore.schema, self.events_table_name))
+        return self._read(statement, (list(event_ids),))
+
     def versions(self, streams: Sequence[UUID]) -> dict[UUID, int]:
         """The last version of each stream that has events."""
         if not streams:
@@ -226,7 +240,7 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
             assert row is not None
             return str(row["value"])
 
-    def locate(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+    def locate(self, event_ids: Sequence[UUID | str]) -> dict[UUID, tuple[UUID, int]]:
         """Where each known event id is stored: (subject stream id, version)."""
         if not event_ids:
             return {}

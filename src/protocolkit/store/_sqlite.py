@@ -143,6 +143,24 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
             "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version "
             "LIMIT ?", (stream.hex, after, limit))
 
+    def read_events(
+        self, event_ids: Sequence[UUID]
+    ) -> list[tuple[UUID, object, int, str, bytes]]:
+        """Rows ``(event id, stream, version, topic, state)`` of the events with these ids."""
+        found: list[tuple[UUID, object, int, str, bytes]] = []
+        keys = [str(e) for e in event_ids]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            # The side table keeps the stream id dashed, the log as 32 hex digits.
+            rows = self._read(
+                "SELECT i.event_id, e.originator_id, e.originator_version, e.topic, e.state "
+                f"FROM protocolkit_event_ids i JOIN {self.events_table_name} e ON "
+                "e.originator_id = replace(i.originator_id, '-', '') AND "
+                "e.originator_version = i.originator_version "
+                f"WHERE i.event_id IN ({','.join('?' * len(chunk))})", chunk)
+            found.extend((UUID(r[0]), *r[1:]) for r in rows)
+        return found
+
     def versions(self, streams: Sequence[UUID]) -> dict[UUID, int]:
         """The last version of each stream that has events."""
         by_hex = {s.hex: s for s in streams}
@@ -188,7 +206,7 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
             c.execute("SELECT value FROM protocolkit_meta WHERE key='store'")
             return str(c.fetchone()[0])
 
-    def locate(self, event_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, int]]:
+    def locate(self, event_ids: Sequence[UUID | str]) -> dict[UUID, tuple[UUID, int]]:
         """Where each known event id is stored: (subject stream id, version)."""
         found: dict[UUID, tuple[UUID, int]] = {}
         with self.datastore.transaction(commit=False) as c:
