@@ -8,6 +8,7 @@ never by record order, so the same events in any record order give the same resu
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from protocolkit.rules._compile import (
     _as_date,
     _truthy,
     global_value,
+    note_insert,
     study_day,
     study_day_date,
 )
@@ -246,7 +248,7 @@ class Session:
         known = pendulum.instance(known_at) if known_at is not None else now
         base = self.base(utc_of(known))
         ctx = Ctx(by_type=base.by_type, now=instant_of(now, base.zone, TimePrecision.INSTANT),
-                  zone=base.zone, kept=base.kept, versions=base.versions)
+                  zone=base.zone, kept=base.kept, versions=base.versions, log=base.log)
         study, subject = self._key or ("", "")
         result = _Run(self.protocol, ctx, base, study=study, subject=subject, now=now,
                       known=known).run()
@@ -289,6 +291,8 @@ class _Base:
     #: each type ("*": of any) were added since this base was built: what they depend on.
     kept: dict[Any, Any] = attrs.field(factory=dict)
     versions: dict[str, int] = attrs.field(factory=dict)
+    #: Every view in the order it was added: what kept results have accounted for.
+    log: list[EventView] = attrs.field(factory=list)
 
     @classmethod
     def build(cls, protocol: Protocol, events: Sequence[Event],
@@ -310,6 +314,8 @@ class _Base:
 
     def extend(self, events: Sequence[Event], recorded: Sequence[dt.datetime],
                known: dt.datetime) -> bool:
+        # An event before others is inserted in place (a lab result arriving after later
+        # doses): the kept results follow the session's log of added views.
         """Bring this base up to ``events`` under ``known`` in place; False if it cannot."""
         if (self.latest_in is not None and known < self.latest_in) or (
                 self.earliest_out is not None and known >= self.earliest_out):
@@ -318,8 +324,7 @@ class _Base:
         late = [r for _, r in fresh if r > known]
         keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
                         for e, r in fresh if r <= known), key=_sort_key)
-        if any(isinstance(k[3], _REORDERING) for k in keyed) or (
-                keyed and self.last_key is not None and _sort_key(keyed[0]) <= self.last_key):
+        if any(isinstance(k[3], _REORDERING) for k in keyed):
             return False
         for utc, kind, number, event in keyed:
             self._append(event, utc, (utc, kind, number))
@@ -336,9 +341,18 @@ class _Base:
 
     def _append(self, event: Event, utc: dt.datetime, key: tuple[dt.datetime, str, int]) -> None:
         view = EventView(event, instant_at(event.occurred_at, utc, self.zone,
-                                           event.time_precision), len(self.views))
-        self.views.append(view)
-        self.by_type.setdefault(view.type, []).append(view)
+                                           event.time_precision), key)
+        same_type = self.by_type.setdefault(view.type, [])
+        if self.last_key is None or key > self.last_key:
+            self.views.append(view)
+            same_type.append(view)
+            self.last_key = key
+        else:
+            bisect.insort(self.views, view, key=_view_key)
+            position = bisect.bisect_left(same_type, key, key=_view_key)
+            same_type.insert(position, view)
+            note_insert(self.kept, same_type, position)
+        self.log.append(view)
         self.by_id[event.event_id] = view
         versions = self.versions
         versions[view.type] = versions.get(view.type, 0) + 1
@@ -346,13 +360,16 @@ class _Base:
         for name in _measurement_fields(type(event)):
             value = getattr(event, name)
             if isinstance(value, Measurement) and not value.usable:
-                self.implausible.append(view)
+                bisect.insort(self.implausible, view, key=_view_key)  # queries in clinical order
                 break
-        self.last_key = key
 
 
 def _sort_key(key: tuple[dt.datetime, str, int, Event]) -> tuple[dt.datetime, str, int]:
     return key[0], key[1], key[2]
+
+
+def _view_key(view: EventView) -> Any:
+    return view.index
 
 
 def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
@@ -691,14 +708,15 @@ def select_closest(views: Sequence[EventView], target: dt.date, *, later: bool) 
     Nearest date first; a tie goes later (or earlier); on the same date the later (or
     earlier) collection time, then clinical order.
     """
-    sign = -1 if later else 1
+    if later:
+        return max(views, key=lambda v: (-abs(_offset(v, target)), _offset(v, target),
+                                         v.instant.utc, v.index))
+    return min(views, key=lambda v: (abs(_offset(v, target)), _offset(v, target),
+                                     v.instant.utc, v.index))
 
-    def key(view: EventView) -> tuple[int, int, float, int]:
-        offset = (view.instant.local_date - target).days
-        return (abs(offset), sign * offset, sign * view.instant.utc.timestamp(),
-                sign * view.index)
 
-    return min(views, key=key)
+def _offset(view: EventView, target: dt.date) -> int:
+    return (view.instant.local_date - target).days
 
 
 def _result(view: EventView, ctx: Ctx) -> Any:

@@ -120,6 +120,8 @@ class Ctx:
     #: A session's filters kept between evaluations, and its per-type change counts.
     kept: dict[Any, Any] | None = None
     versions: dict[str, int] = attrs.field(factory=dict)
+    #: The session's views in the order they were added (kept results follow it).
+    log: list[EventView] = attrs.field(factory=list)
 
     def touch(self, view: EventView) -> None:
         """Record an event as evidence of the verdict being computed."""
@@ -744,7 +746,7 @@ class Compiler:
             found = set_fn(ctx, cur)
             if not found.items:
                 return Unknown((f"no {self.snippet(node.children[0])}",))
-            best = min(found.items, key=lambda v: (_distance(v, target), -v.index))
+            best = max(found.items, key=lambda v: (-_distance(v, target), v.index))
             ctx.touch(best)
             return best
 
@@ -912,19 +914,17 @@ class Compiler:
             reads_now = self._now_refs != now_mark
             key = object()
 
-            def judge(ctx: Ctx, members: Sequence[EventView], items: list[EventView],
-                      uncertain: list[EventView], *, why: Unknown | None,
-                      rejected: dict[int, Any]) -> Unknown | None:
+            def judge(ctx: Ctx, members: Sequence[EventView], out: _Judged) -> None:
                 for view in members:
                     if fast is not None:
                         # The simple shapes read the member's own fields: it is the evidence.
                         passed = fast(view.event)
                         if passed is True:
-                            ctx.touched.add(view.event.event_id)
-                            items.append(view)
+                            out.items.append(view)
+                            out.used.append(view.event.event_id)
                             continue
                         if passed is False:
-                            rejected[id(view)] = {view.event.event_id}
+                            out.rejected[id(view)] = {view.event.event_id}
                             continue
                     # Only members that pass cite what their condition read; what turned
                     # a member away is kept for `not (it in $set)`.
@@ -934,25 +934,24 @@ class Compiler:
                     verdict = _truthy(cond(ctx, view))
                     used, ctx.touched = ctx.touched, outer
                     if verdict is True:
-                        outer |= used
-                        items.append(view)
+                        out.items.append(view)
+                        out.used.append(used)
                     elif isinstance(verdict, Unknown):
-                        uncertain.append(view)
-                        why = verdict if why is None else why.merge(verdict)
+                        out.uncertain.append(view)
+                        out.whys.append(verdict)
                     else:
-                        rejected[id(view)] = used
-                return why
+                        out.rejected[id(view)] = used
 
             def where(ctx: Ctx, cur: EventView | None) -> SetVal:
                 found = fn(ctx, cur)
                 if keep and ctx.kept is not None and not found.uncertain and found.why is None:
                     return _kept_where(ctx, key, found, reads=reads, reads_now=reads_now,
                                        judge=judge)
-                items: list[EventView] = []
-                uncertain = list(found.uncertain)
-                rejected: dict[int, Any] = {}
-                why = judge(ctx, found.items, items, uncertain, why=found.why, rejected=rejected)
-                return SetVal(items, uncertain, why, _chain(rejected, found.rejected))
+                out = _Judged()
+                judge(ctx, found.items, out)
+                ctx.touched.include(out.used)
+                return SetVal(out.items, [*found.uncertain, *out.uncertain],
+                              _merged(found.why, out.whys), _chain(out.rejected, found.rejected))
 
             return where, Ty("set", None, ty.types, analyte)
         if kind == "within":
@@ -1042,88 +1041,123 @@ def _chain(own: dict[int, Any], inherited: Mapping[int, Any]) -> Mapping[int, An
 
 
 @attrs.define
+class _Judged:
+    """A filter's verdicts on members, in clinical order."""
+
+    items: list[EventView] = attrs.field(factory=list)
+    #: Per member in ``items``: what its condition read (its id, or evidence).
+    used: list[Any] = attrs.field(factory=list)
+    uncertain: list[EventView] = attrs.field(factory=list)
+    #: Per member in ``uncertain``: why.
+    whys: list[Unknown] = attrs.field(factory=list)
+    rejected: dict[int, Any] = attrs.field(factory=dict)
+
+    def drop_from(self, point: Any) -> None:
+        """Forget the verdicts on members at or after ``point`` (a clinical order key)."""
+        at = bisect.bisect_left(self.items, point, key=_index)
+        del self.items[at:], self.used[at:]
+        at = bisect.bisect_left(self.uncertain, point, key=_index)
+        del self.uncertain[at:], self.whys[at:]
+
+
+def _merged(first: Unknown | None, more: Sequence[Unknown]) -> Unknown | None:
+    why = first
+    for extra in more:
+        why = extra if why is None else why.merge(extra)
+    return why
+
+
+@attrs.define
 class _KeptWhere:
-    """A filter's result kept in a session: the input it judged, how far, and the verdicts."""
+    """A filter's verdicts kept in a session, with what they were judged from."""
 
     source: list[EventView]
-    seen: int
     stamp: tuple[Any, ...]
-    items: list[EventView] = attrs.field(factory=list)
-    uncertain: list[EventView] = attrs.field(factory=list)
-    why: Unknown | None = None
-    rejected: dict[int, Any] = attrs.field(factory=dict)
-    used: Evidence = attrs.field(factory=Evidence)
+    #: How much of the session's log of added events the verdicts account for.
+    seq: int = 0
+    judged: _Judged = attrs.field(factory=_Judged)
 
 
 def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
-                reads_now: bool, judge: Callable[..., Unknown | None]) -> SetVal:
-    """A kept filter: judge only the members its input gained since it last ran.
+                reads_now: bool, judge: Callable[[Ctx, Sequence[EventView], _Judged], None]
+                ) -> SetVal:
+    """A kept filter: judge again only the members from the earliest event added since.
 
-    Its input grows only at its end (the session appends events that come after all others,
-    and kept filters feed kept filters); anything else (another input list, a change to a
-    type the condition reads, another `now`) judges every member again.
+    The filter's input changes only where the session added events (its lists are kept in
+    clinical order, and kept filters feed kept filters), so verdicts on members before the
+    earliest of them stand, unless the condition reads an event type that changed, or `now`.
+    Another input list (its filter started again) also starts this one again.
     """
     assert ctx.kept is not None
-    versions = ctx.versions
-    stamp = (tuple(versions.get(t, 0) for t in sorted(reads)),
+    log = ctx.log
+    stamp = (tuple(ctx.versions.get(t, 0) for t in sorted(reads)),
              ctx.now if reads_now else None)
     state: _KeptWhere | None = ctx.kept.get(key)
-    if (state is None or state.source is not found.items or state.stamp != stamp
-            or len(found.items) < state.seen):
-        replaced = state.items if state is not None else None
-        state = ctx.kept[key] = _KeptWhere(found.items, 0, stamp)
-        _keep_keys(ctx, state.items, replaced)
-    if len(found.items) > state.seen:
-        outer, ctx.touched = ctx.touched, state.used
+    start: int | None = 0
+    if state is None or state.source is not found.items or state.stamp != stamp:
+        replaced = state.judged.items if state is not None else None
+        state = ctx.kept[key] = _KeptWhere(found.items, stamp)
+        _keep_keys(ctx, state.judged.items, replaced)
+    elif state.seq == len(log):
+        start = None  # nothing added since
+    else:
+        point = min(view.index for view in log[state.seq:])
+        state.judged.drop_from(point)
+        _truncate_keys(ctx, state.judged.items)
+        start = bisect.bisect_left(found.items, point, key=_index)
+    if start is not None:
         try:
-            state.why = judge(ctx, found.items[state.seen:], state.items, state.uncertain,
-                              why=state.why, rejected=state.rejected)
+            judge(ctx, found.items[start:], state.judged)
         except BaseException:
             del ctx.kept[key]  # judged in part: start again next time
             raise
-        finally:
-            ctx.touched = outer
-        state.seen = len(found.items)
-    ctx.touched |= state.used
-    return SetVal(state.items, state.uncertain, state.why,
-                  _chain(state.rejected, found.rejected))
+        state.seq = len(log)
+    judged = state.judged
+    ctx.touched.include(judged.used)
+    return SetVal(judged.items, judged.uncertain, _merged(None, judged.whys),
+                  _chain(judged.rejected, found.rejected))
 
 
 @attrs.define
 class _KeptMerge:
-    """Several types' events merged in clinical order, as of the given list lengths."""
+    """Several types' events merged in clinical order, kept in a session."""
 
     sources: list[list[EventView] | None]
-    lengths: list[int]
+    seq: int = 0
     items: list[EventView] = attrs.field(factory=list)
 
 
 def _kept_merge(ctx: Ctx, key: object, sources: list[list[EventView] | None]
                 ) -> list[EventView]:
-    """Several types' events in clinical order, kept in a session: new ones are appended.
+    """Several types' events in clinical order, kept in a session.
 
-    A session's per-type lists only grow at their end, with views later than all before.
+    Merged again only from the earliest event the session added since.
     """
     assert ctx.kept is not None
+    log = ctx.log
     state: _KeptMerge | None = ctx.kept.get(key)
-    if state is not None and all(
-            (old is None and n == 0) or (new is old and new is not None and len(new) >= n)
-            for old, new, n in zip(state.sources, sources, state.lengths, strict=True)):
-        tail = [v for new, n in zip(sources, state.lengths, strict=True) if new
-                for v in new[n:]]
+    if state is not None and all(old is None or new is old
+                                 for old, new in zip(state.sources, sources, strict=True)):
+        if state.seq == len(log):
+            return state.items
+        point = min(view.index for view in log[state.seq:])
+        del state.items[bisect.bisect_left(state.items, point, key=_index):]
+        _truncate_keys(ctx, state.items)
+        tail = [v for new in sources if new
+                for v in new[bisect.bisect_left(new, point, key=_index):]]
     else:
         replaced = state.items if state is not None else None
-        state = ctx.kept[key] = _KeptMerge([None] * len(sources), [0] * len(sources))
+        state = ctx.kept[key] = _KeptMerge(list(sources))
         _keep_keys(ctx, state.items, replaced)
         tail = [v for new in sources if new for v in new]
     tail.sort(key=_index)
     state.items.extend(tail)
     state.sources = list(sources)
-    state.lengths = [len(new) if new else 0 for new in sources]
+    state.seq = len(log)
     return state.items
 
 
-def _index(view: EventView) -> int:
+def _index(view: EventView) -> Any:
     return view.index
 
 
@@ -1436,6 +1470,25 @@ def _keep_keys(ctx: Ctx, items: list[EventView], replaced: list[EventView] | Non
     if replaced is not None:
         ctx.kept.pop(("keys", id(replaced)), None)
     ctx.kept.setdefault(("keys", id(items)), [items, []])
+
+
+def _truncate_keys(ctx: Ctx, items: list[EventView]) -> None:
+    """A kept list was cut back: its keys beyond its length go too."""
+    assert ctx.kept is not None
+    entry = ctx.kept.get(("keys", id(items)))
+    if entry is not None and entry[1] is not None:
+        del entry[1][len(items):]
+
+
+def note_insert(kept: dict[Any, Any], items: list[EventView], position: int) -> None:
+    """A session inserted a view into one of its lists: keep that list's keys in step."""
+    entry = kept.get(("keys", id(items)))
+    if entry is not None and entry[1] is not None and position < len(entry[1]):
+        view = items[position]
+        if view.instant.day_only:
+            entry[1] = None
+        else:
+            entry[1].insert(position, view.instant.utc)
 
 
 def _grown_keys(entry: list[Any]) -> list[dt.datetime] | None:

@@ -107,8 +107,9 @@ class EventView:
 
     event: Event
     instant: Instant
-    #: Position in the subject's clinical-time order (stable; see ``engine.order_key``).
-    index: int
+    #: Its clinical-time order key (UTC instant, type, event id as an integer; see
+    #: ``engine.order_key``): views compare by it as their events are ordered.
+    index: Any
 
     @property
     def type(self) -> str:
@@ -129,14 +130,14 @@ class Evidence:
 
     def __init__(self, ids: Iterable[Any] = ()) -> None:
         self.ids: set[Any] = set(ids)
-        self.parts: list[Evidence | Sequence[EventView]] = []
+        self.parts: list[Evidence | Sequence[Any]] = []
 
     def add(self, event_id: Any) -> None:
         """Cite one event by id."""
         self.ids.add(event_id)
 
-    def include(self, other: Evidence | Sequence[EventView]) -> None:
-        """Cite everything ``other`` cites (evidence) or holds (event views)."""
+    def include(self, other: Evidence | Sequence[Any]) -> None:
+        """Cite everything ``other`` cites: evidence, or a list of views, ids or evidence."""
         if other is not self:
             self.parts.append(other)
 
@@ -160,8 +161,14 @@ class Evidence:
             if isinstance(part, Evidence):
                 found |= part.ids
                 stack.extend(part.parts)
-            else:
-                found.update(view.event.event_id for view in part)
+                continue
+            for item in part:  # event views, event ids, or evidence
+                if isinstance(item, EventView):
+                    found.add(item.event.event_id)
+                elif isinstance(item, Evidence):
+                    stack.append(item)
+                else:
+                    found.add(item)
         return found
 
     def __iter__(self) -> Iterator[Any]:
