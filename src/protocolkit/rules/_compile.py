@@ -514,9 +514,9 @@ class Compiler:
             if isinstance(view, Unknown):
                 return view
             found = set_fn(ctx, cur)
-            if any(v is view for v in found.items):
+            if _holds(found.items, view):
                 return True
-            if any(v is view for v in found.uncertain):
+            if _holds(found.uncertain, view):
                 return found.why or Unknown(("membership uncertain",))
             ctx.touched |= found.rejected.get(id(view), ())  # why it is not a member
             return False
@@ -1155,6 +1155,12 @@ def _kept_merge(ctx: Ctx, key: object, sources: list[list[EventView] | None]
     state.sources = list(sources)
     state.seq = len(log)
     return state.items
+
+
+def _holds(views: list[EventView], view: EventView) -> bool:
+    """Whether ``view`` is one of ``views`` (in clinical order, so found by bisection)."""
+    at = bisect.bisect_left(views, view.index, key=_index)
+    return at < len(views) and views[at] is view
 
 
 def _index(view: EventView) -> Any:
