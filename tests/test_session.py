@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import attrs
 import pendulum
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,10 +13,11 @@ from hypothesis import strategies as st
 
 from protocolkit.engine import Session, evaluate
 from protocolkit.errors import RuleEvaluationError
-from protocolkit.rules import default_protocol_path, load_protocol
+from protocolkit.rules import default_protocol_path, load_protocol, parse_protocol
 from protocolkit.rules._values import utc_of
 from protocolkit.strategies import edge_histories, histories
 from tests.helpers import correct, dose, hb
+from tests.rules.conftest import HEADER
 
 PROTOCOL = load_protocol(default_protocol_path())
 
@@ -107,3 +109,73 @@ def test_a_long_history_in_record_order_evaluates_as_a_fresh_evaluation(index: i
             assert session.evaluate(at=at) == evaluate(PROTOCOL, events[:done], at=at)
         else:
             session.evaluate(at=at)
+
+
+#: Every way a condition can read beyond its member: after it, around it, before it, counts,
+#: lets and anchors, `now`, record time. Kept filters must judge again exactly when needed.
+READS = parse_protocol(HEADER + """
+define dose = DoseAdministered where (drug = "tacrolimus")
+anchor day1 = first $dose
+let last_lab = last LabResulted
+define followed = $dose where (any LabResulted after it)
+define soon = $dose where (any LabResulted within [it, it + 2 d])
+define preceded = $dose where (any LabResulted before it)
+define alone = $dose where (no LabResulted within [it - 1 d, it])
+define counted = $dose where (count LabResulted >= 2)
+define late = $dose where (it > day1 + 3 d)
+define recent = $dose where (it > now - 30 d)
+define after_last = $dose where (last_lab is missing or it > last_lab)
+define known_lab = $dose where (any LabResulted known before it)
+define lab_dosed = LabResulted where (no $dose within [it - 1 d, it] and any $followed before it)
+report n_followed "followed" = count $followed
+report n_soon "soon" = count $soon
+report n_preceded "preceded" = count $preceded
+report n_alone "alone" = count $alone
+report n_counted "counted" = count $counted
+report n_late "late" = count $late
+report n_recent "recent" = count $recent
+report n_after_last "after last" = count $after_last
+report n_known "known" = count $known_lab
+report n_lab_dosed "lab dosed" = count $lab_dosed
+report last_followed "last followed" = last $followed
+""", source="reads.protocol")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_kept_filters_judge_again_when_what_they_read_changes(data: st.DataObject) -> None:
+    slots = data.draw(st.lists(st.tuples(st.sampled_from(["dose", "lab"]), st.integers(0, 40),
+                                         st.sampled_from(["08:00", "20:00"]),
+                                         st.integers(0, 3)),
+                               min_size=1, max_size=25), label="events (kind, day, time, delay)")
+    events = []
+    for kind, day, time, delay in slots:
+        when = f"{dt.date(2024, 3, 1) + dt.timedelta(days=day)}T{time}"
+        made = dose(when=when) if kind == "dose" else hb(when=when)
+        # Recorded `delay` days late: results arrive after events that came later.
+        events.append(attrs.evolve(made, recorded_at=made.occurred_at + dt.timedelta(
+            days=delay, hours=1)))
+    events.sort(key=lambda e: e.recorded_at)
+    at = pendulum.parse("2024-04-20T00:00:00+08:00")
+    session = Session(READS)
+    done = 0
+    for size in data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=12), label="adds"):
+        session.add(events[done:done + size])
+        done = min(len(events), done + size)
+        now = at - dt.timedelta(days=data.draw(st.integers(0, 20), label="days before"))
+        assert session.evaluate(at=now) == evaluate(READS, events[:done], at=now)
+    session.add(events[done:])
+    assert session.evaluate(at=at) == evaluate(READS, events, at=at)
+
+
+def test_an_event_at_a_members_own_instant_is_seen_by_its_kept_verdict() -> None:
+    """`within [.., it]` includes the member's instant: a lab added later at that very instant
+    (ordered after the dose by type name) must change the dose's kept verdict."""
+    at = pendulum.parse("2024-04-20T00:00:00+08:00")
+    session = Session(READS)
+    first = [dose(when="2024-03-01T08:00"), dose(when="2024-03-02T08:00")]
+    session.add(first)
+    session.evaluate(at=at)
+    lab = hb(when="2024-03-01T08:00")
+    session.add([lab])
+    assert session.evaluate(at=at) == evaluate(READS, [*first, lab], at=at)

@@ -12,7 +12,7 @@ import bisect
 import datetime as dt
 import difflib
 from collections import ChainMap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -151,6 +151,9 @@ class Global:
     #: The event types its value reads ("*": any), and whether it reads `now`.
     reads: frozenset[str] = frozenset()
     reads_now: bool = False
+    #: For a define: whether it judges each member on the member alone (its conditions read
+    #: no other event, value or `now`), so cutting it at a member's instant is causal.
+    member_local: bool = False
 
 
 class Compiler:
@@ -174,6 +177,12 @@ class Compiler:
         # The event types and `now` they read (a kept filter's verdicts depend on nothing else).
         self._type_refs: list[str] = []
         self._now_refs = 0
+        # How each type in _type_refs is read: None (directly), ("global", g) (through the
+        # value of let/anchor g), or ("causal", it) (only events up to the member `it`'s
+        # instant: a filter kept for that member need not judge earlier members again).
+        self._ref_tags: list[Any] = []
+        self._direct_now_refs = 0
+        self._cond_refs = 0  # type, value or `now` reads inside `where` conditions
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -243,6 +252,7 @@ class Compiler:
 
     def _x_now(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         self._now_refs += 1
+        self._direct_now_refs += 1
         return (lambda ctx, _it: ctx.now), INSTANT
 
     def _x_it(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
@@ -266,7 +276,7 @@ class Compiler:
             glob = self.globals[name]
             if glob.kind == "define":
                 self.error(node, f"{name!r} is a set of events: write ${name}")
-            self._read_global(glob)
+            self._read_global(glob, ("global", glob))
             return _memo(glob), glob.ty
         if is_field or (it is not None and not it.types and it.kind in ("event", "any")):
             assert it is not None  # an untyped event ($occurrence): the field is checked late
@@ -278,9 +288,14 @@ class Compiler:
         self.error(node, f"unknown name {name!r}", _suggest(name, known))
         return _const(None), ANY
 
-    def _read_global(self, glob: Global) -> None:
-        self._type_refs.extend(glob.reads)
+    def _read_global(self, glob: Global, tag: Any = None) -> None:
+        self._log_types(glob.reads, tag)
         self._now_refs += glob.reads_now
+
+    def _log_types(self, names: Iterable[str], tag: Any = None) -> None:
+        for name in names:
+            self._type_refs.append(name)
+            self._ref_tags.append(tag)
 
     def global_reads(self, compile_: Callable[[], tuple[Fn, Ty]]
                      ) -> tuple[Fn, Ty, frozenset[str], bool]:
@@ -289,13 +304,38 @@ class Compiler:
         A value read through a rule result (``@RULE...``, ``eligibility``) may read any
         type: it is marked as reading every one (``"*"``).
         """
-        type_mark, now_mark, local_mark = (len(self._type_refs), self._now_refs,
-                                           len(self._local_refs))
+        type_mark, now_mark, local_mark, cond_mark = (
+            len(self._type_refs), self._now_refs, len(self._local_refs), self._cond_refs)
         fn, ty = compile_()
         reads = set(self._type_refs[type_mark:])
         if "@" in self._local_refs[local_mark:]:
             reads.add("*")
+        self.member_local = self._cond_refs == cond_mark
         return fn, ty, frozenset(reads), self._now_refs != now_mark
+
+    #: Whether the global compiled last judges each member on the member alone.
+    member_local = False
+
+    def _causal(self, base: Any, first: Any) -> bool:
+        """Whether ``base`` cut first by ``first`` keeps only events up to `it`'s instant.
+
+        ``base`` must be events of a type, or a set defined on each member alone.
+        """
+        if not isinstance(base, Tree) or not isinstance(first, Tree):
+            return False
+        if base.data == "defined":
+            glob = self.globals.get(str(base.children[0]))
+            if glob is None or not glob.member_local:
+                return False
+        elif base.data not in ("of_type", "of_types"):
+            return False
+        if first.data in ("before", "on_or_before"):
+            bound = first.children[0]
+        elif first.data == "within":
+            bound = first.children[0].children[2]  # the interval's upper bound
+        else:
+            return False
+        return isinstance(bound, Tree) and bound.data == "it"
 
     def _is_member_field(self, name: str, it: Ty) -> bool:
         """Whether a bare ``name`` in a condition on ``it`` reads a field of the member."""
@@ -630,7 +670,7 @@ class Compiler:
                        _suggest(what_token, ["status", "response", "selected", "verdict"]))
         self._pending_refs.append((rule_id, node, self.rule, what_token))
         self._local_refs.append("@")  # a rule result has side effects on the verdict's date
-        self._type_refs.append("*")  # and may read any event type
+        self._log_types(["*"])  # and may read any event type
         what = "status" if what_token == "verdict" else what_token
 
         def lookup(ctx: Ctx, cur: EventView | None) -> Any:
@@ -644,7 +684,7 @@ class Compiler:
     def _x_eligibility(self, node: Node, it: Ty | None) -> tuple[Fn, Ty]:
         self._pending_refs.append(("", node, self.rule, "eligibility"))
         self._local_refs.append("@")
-        self._type_refs.append("*")
+        self._log_types(["*"])
         return (lambda ctx, _it: ctx.rules("", "eligibility")), STRING
 
     # --- queries over the history ------------------------------------------------------------
@@ -808,10 +848,15 @@ class Compiler:
                                                                              SetVal], Ty]:
         """Compile a set expression: a base (types or a defined set) and its filters."""
         base = node.children[0]
+        base_mark = len(self._type_refs)
         if isinstance(base, Tree) and base.data == "set_expr":
             base_fn, ty = self.set_expr(base, it)
         else:
             base_fn, ty = self._set_base(base)
+        if it is not None and len(node.children) > 1 and self._causal(base, node.children[1]):
+            # Only events up to the member's instant are read: tag them for kept filters.
+            for at in range(base_mark, len(self._type_refs)):
+                self._ref_tags[at] = ("causal", it)
         fn = base_fn
         filters = list(node.children[1:])
         alias = None
@@ -858,7 +903,7 @@ class Compiler:
             self._read_global(glob)
             memo = _memo(glob)
             return memo, glob.ty
-        self._type_refs.extend(names)
+        self._log_types(names)
         for name in names:
             if name not in EVENT_TYPES:
                 self.error(node, f"unknown event type {name!r}", _suggest(name, list(EVENT_TYPES)))
@@ -898,7 +943,7 @@ class Compiler:
             analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
             elem = Ty("event", None, ty.types, analyte)
             cur_mark, local_mark = self._cur_refs, len(self._local_refs)
-            type_mark, now_mark = len(self._type_refs), self._now_refs
+            type_mark, now_mark = len(self._type_refs), self._direct_now_refs
             cond, cond_ty = self.expr(node.children[0], elem)
             self._cur_refs = cur_mark  # `it` in the condition is the member, not the outer it
             self._want_bool(node.children[0], cond_ty)
@@ -910,8 +955,16 @@ class Compiler:
             # its condition reads (and `now`, if read) are unchanged; new members are judged.
             keep = OPTIMISE and invariant and not [
                 n for n in self._local_refs[local_mark:] if n != alias]
-            reads = frozenset(self._type_refs[type_mark:])
-            reads_now = self._now_refs != now_mark
+            tags = self._ref_tags[type_mark:]
+            # The verdicts depend on the types read directly (their changes judge every
+            # member again), the values of lets and anchors read (likewise, when they
+            # change), and the types read only up to the member (judged again from there).
+            reads = frozenset(t for t, tag in zip(self._type_refs[type_mark:], tags, strict=True)
+                              if tag is None or (tag[0] == "causal" and tag[1] is not elem))
+            values = tuple(dict.fromkeys(tag[1] for tag in tags if tag and tag[0] == "global"))
+            causal = any(tag and tag[0] == "causal" and tag[1] is elem for tag in tags)
+            reads_now = self._direct_now_refs != now_mark
+            self._cond_refs += len(tags) + reads_now
             key = object()
 
             def judge(ctx: Ctx, members: Sequence[EventView], out: _Judged) -> None:
@@ -946,7 +999,7 @@ class Compiler:
                 found = fn(ctx, cur)
                 if keep and ctx.kept is not None and not found.uncertain and found.why is None:
                     return _kept_where(ctx, key, found, reads=reads, reads_now=reads_now,
-                                       judge=judge)
+                                       values=values, causal=causal, judge=judge)
                 out = _Judged()
                 judge(ctx, found.items, out)
                 ctx.touched.include(out.used)
@@ -1079,8 +1132,8 @@ class _KeptWhere:
 
 
 def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
-                reads_now: bool, judge: Callable[[Ctx, Sequence[EventView], _Judged], None]
-                ) -> SetVal:
+                reads_now: bool, values: tuple[Global, ...], causal: bool,
+                judge: Callable[[Ctx, Sequence[EventView], _Judged], None]) -> SetVal:
     """A kept filter: judge again only the members from the earliest event added since.
 
     The filter's input changes only where the session added events (its lists are kept in
@@ -1091,7 +1144,7 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
     assert ctx.kept is not None
     log = ctx.log
     stamp = (tuple(ctx.versions.get(t, 0) for t in sorted(reads)),
-             ctx.now if reads_now else None)
+             ctx.now if reads_now else None, tuple(_fingerprint(ctx, g) for g in values))
     state: _KeptWhere | None = ctx.kept.get(key)
     start: int | None = 0
     if state is None or state.source is not found.items or state.stamp != stamp:
@@ -1102,6 +1155,10 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
         start = None  # nothing added since
     else:
         point = min(view.index for view in log[state.seq:])
+        if causal:
+            # Members at the same instant, or on the same date when one side has only a
+            # date, can read the new events too: judge again from a day and a half before.
+            point = (point[0] - _CAUSAL_MARGIN,)
         state.judged.drop_from(point)
         _truncate_keys(ctx, state.judged.items)
         start = bisect.bisect_left(found.items, point, key=_index)
@@ -1116,6 +1173,19 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
     ctx.touched.include(judged.used)
     return SetVal(judged.items, judged.uncertain, _merged(None, judged.whys),
                   _chain(judged.rejected, found.rejected))
+
+
+_CAUSAL_MARGIN = dt.timedelta(hours=36)
+
+
+def _fingerprint(ctx: Ctx, glob: Global) -> tuple[Any, ...]:
+    """A let's or anchor's value and evidence: a kept filter's verdicts stand while equal."""
+    saved, ctx.touched = ctx.touched, Evidence()
+    try:
+        value = global_value(ctx, glob)
+    finally:
+        used, ctx.touched = ctx.touched, saved
+    return (value, frozenset(used.ids_all()))
 
 
 @attrs.define

@@ -373,7 +373,8 @@ class _Builder:
                     fn = _const_fn(value)
                     if isinstance(value, Qty):
                         ty = Ty("qty", value.dimension, unit=value.unit)
-        c.globals[name] = Global(stmt.data, name, fn, ty, stmt.meta.line, reads, reads_now)
+        c.globals[name] = Global(stmt.data, name, fn, ty, stmt.meta.line, reads, reads_now,
+                                 stmt.data == "define" and c.member_local)
 
     def _criterion(self, stmt: Node) -> Criterion:
         c = self.compiler
