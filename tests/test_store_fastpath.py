@@ -12,7 +12,9 @@ import datetime as dt
 import enum
 import hashlib
 import sqlite3
+import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from protocolkit.store import EventMapper, EventStore, StoreLocation, open_store
 from protocolkit.store._chain import GENESIS, chain_entries, event_hash
 from protocolkit.timeutil import format_instant
 from protocolkit.units import Quantity, measure
-from tests.conftest import StoreFactory
+from tests.conftest import StoreFactory, drop_postgres_store, postgres_url, require_postgres
 from tests.helpers import dose, hb
 from tests.strategies import events, instants
 
@@ -533,3 +535,46 @@ def test_the_validated_path_and_the_store_agree_on_every_type(store: EventStore)
     store.append(legacy)
     for recorded, event in zip(store.events(), legacy, strict=True):
         _assert_identical(recorded.event, event_from_json(event_to_json(event)))
+
+
+def test_a_failure_after_the_insert_stores_nothing(
+    backend: str, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever fails once the rows are inserted (here the chain) rolls the whole batch back:
+    eventsourcing's PostgreSQL recorder committed such a batch before raising."""
+    store.append([dose("A")])
+    before = [(r.position, r.event) for r in store.events()]
+
+    def broken(*args: object, **kwargs: object) -> list[Any]:
+        raise RuntimeError("the chain broke")
+
+    module = f"protocolkit.store._{backend}"
+    monkeypatch.setattr(f"{module}.chain_entries", broken)
+    with pytest.raises(RuntimeError, match="the chain broke"):
+        store.append([dose("A"), hb("B")])
+    monkeypatch.undo()
+    assert [(r.position, r.event) for r in store.events()] == before
+    assert store.subjects() == [("STUDY", "A")]
+    retried = [dose("A"), hb("B")]
+    store.append(retried)
+    assert [r.event for r in store.events()][1:] == retried
+    assert store.verify().ok
+
+
+@pytest.mark.postgres
+def test_stores_created_at_once_in_one_schema() -> None:
+    """Eventsourcing replaces one insert function per schema whatever the store's name: two
+    stores created at the same moment failed with "tuple concurrently updated"."""
+    require_postgres()
+    names = [f"t_{uuid.uuid4().hex[:12]}" for _ in range(8)]
+
+    def create(name: str) -> None:
+        with open_store(postgres_url(name)) as created:
+            created.append([dose("A")])
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(create, names))
+    finally:
+        for name in names:
+            drop_postgres_store(name)

@@ -11,8 +11,9 @@ from uuid import UUID
 
 try:
     import psycopg
-    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
     from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+    from eventsourcing.utils import retry
     from psycopg import Cursor
     from psycopg.rows import DictRow, tuple_row
     from psycopg.sql import SQL, Composed, Identifier
@@ -97,50 +98,118 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
                     table=Identifier(table), fn=refuse,
                 )
             )
-        self._insert_ids = SQL("INSERT INTO {schema}.{table} VALUES (%s, %s, %s)").format(
-            schema=schema, table=Identifier(self.ids_table)
-        )
+        # Batches go in as one array per column, in binary (%b): no text quoting per value.
+        self._insert_log = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(schema=schema, table=Identifier(events_table_name))
+        self._insert_ids = SQL(
+            "INSERT INTO {schema}.{table} SELECT * FROM unnest(%b::uuid[], %b::uuid[], "
+            "%b::bigint[])"
+        ).format(schema=schema, table=Identifier(self.ids_table))
         self._insert_subjects = SQL(
-            "INSERT INTO {schema}.{table} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+            "INSERT INTO {schema}.{table} SELECT * FROM unnest(%b::uuid[], %b::text[], "
+            "%b::text[]) ON CONFLICT DO NOTHING"
         ).format(schema=schema, table=Identifier(self.subjects_table))
+        self._insert_chain = SQL(
+            "INSERT INTO {schema}.{table} SELECT * FROM unnest(%b::bigint[], %b::text[], "
+            "%b::bigint[], %b::text[], %b::text[], %b::text[])"
+        ).format(schema=schema, table=Identifier(self.chain_table))
+        # Each subject's last chain entry (one backwards index step per subject: DISTINCT ON
+        # or GROUP BY would read all of their entries), and the log's last one (no stream).
+        self._heads = SQL(
+            "SELECT s.id AS id, (SELECT subject_hash FROM {schema}.{table} WHERE originator_id "
+            "= s.id ORDER BY position DESC LIMIT 1) AS subject_hash FROM unnest(%b::text[]) "
+            "AS s(id) UNION ALL "
+            "(SELECT NULL, log_hash FROM {schema}.{table} ORDER BY position DESC LIMIT 1)"
+        ).format(schema=schema, table=Identifier(self.chain_table))
 
-    def _create_table(self, curs: Cursor[DictRow]) -> None:
-        # Serialise schema creation across processes: concurrent CREATE OR REPLACE TRIGGER
-        # statements on the same tables deadlock otherwise.
-        curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.events_table_name,))
-        super()._create_table(curs)
+    def create_table(self) -> None:
+        """Create the tables, holding a lock that serialises it across processes and stores.
 
-    def _fetch_ids_after_insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+        Concurrent CREATE OR REPLACE TRIGGER statements on the same tables deadlock, and two
+        stores created at once in one schema failed with "tuple concurrently updated" (seen
+        when two test runs shared the server): eventsourcing creates its composite type, which
+        every store of the schema shares, in a transaction of its own.
+        """
+        with self.datastore.get_connection() as conn:
+            key = f"protocolkit:{self.datastore.schema}"
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        # Still under the table lock, in the same transaction and pipeline as the events.
-        curs.executemany(self._insert_ids, kwargs["event_rows"])
-        if kwargs["subject_rows"]:
-            curs.executemany(self._insert_subjects, kwargs["subject_rows"])
+        """Insert the events, their ids, new subjects and chain entries in one transaction.
+
+        Eventsourcing's own version catches what fails after the INSERT inside its transaction
+        block and raises it after the COMMIT, which stored a refused batch without its chain.
+        Here anything raised rolls the transaction back first.
+        """
+        if not stored_events:
+            return []
+        failure: Exception | None = None
+        ids: Sequence[int] | None = None
+        with self.datastore.get_connection() as conn:
+            with conn.pipeline() as pipeline:
+                try:
+                    with conn.transaction(), conn.cursor() as curs, conn.cursor() as reader:
+                        self._insert_stored_events(curs, stored_events, **kwargs)
+                        # The chain heads, read under the table lock taken just before, in
+                        # the same round trip. Its own cursor: reading rows on a cursor that
+                        # ran executemany in psycopg's pipeline failed (found by the benchmark).
+                        texts = {s.originator_id: str(s.originator_id) for s in stored_events}
+                        reader.execute(self._heads, (sorted(texts.values()),))
+                        # A conflict raises here, as an IntegrityError.
+                        pipeline.sync()
+                        ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                        heads = {r["id"]: r["subject_hash"] for r in reader.fetchall()}
+                        self._insert_side_rows(curs, stored_events, ids, texts, heads, **kwargs)
+                except Exception as exc:
+                    failure = exc
+            if failure is not None:
+                raise failure  # inside get_connection: psycopg errors become eventsourcing's
+        return ids
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        # As eventsourcing does (table lock, notify, insert returning the notification ids),
+        # but with column arrays: its array of composite values is dumped as text, quoted and
+        # escaped value by value in Python.
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self._insert_log, (
+            [s.originator_id for s in stored_events],
+            [s.originator_version for s in stored_events],
+            [s.topic for s in stored_events],
+            [s.state for s in stored_events],
+        ))
+
+    def _insert_side_rows(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
+        ids: Sequence[int] | None, texts: dict[Any, str], heads: dict[str | None, str | None],
+        **kwargs: Any,
+    ) -> None:
+        """The events' ids, new subjects and chain entries: one statement per table."""
         assert ids is not None
-        texts = {s.originator_id: str(s.originator_id) for s in stored_events}
-        streams = sorted(texts.values())
-        # Its own cursor: in psycopg's pipeline, reading a query's rows on the cursor that just
-        # ran executemany can fail after the transaction committed (found by the benchmark).
-        with curs.connection.cursor() as reader:
-            reader.execute(self._q("SELECT DISTINCT ON (originator_id) originator_id, "
-                                   "subject_hash FROM {t0} WHERE originator_id = ANY(%s) "
-                                   "ORDER BY originator_id, position DESC", self.chain_table),
-                           (streams,))
-            heads = {r["originator_id"]: r["subject_hash"] for r in reader.fetchall()}
-            reader.execute(self._q("SELECT log_hash FROM {t0} ORDER BY position DESC LIMIT 1",
-                                   self.chain_table))
-            last = reader.fetchone()
+        # Still under the table lock, in the same transaction and pipeline as the events.
+        # Arrays unnested: executemany would send a statement per row.
+        curs.execute(self._insert_ids, [list(c) for c in zip(*kwargs["event_rows"], strict=True)])
+        if kwargs["subject_rows"]:
+            curs.execute(self._insert_subjects,
+                         [list(c) for c in zip(*kwargs["subject_rows"], strict=True)])
+        last = heads.pop(None, None) or GENESIS
         entries = chain_entries(
             [(i, texts[s.originator_id], s.originator_version, s.topic, s.state)
              for i, s in zip(ids, stored_events, strict=True)],
-            heads, last["log_hash"] if last else GENESIS)
-        curs.executemany(
-            self._q("INSERT INTO {t0} VALUES (%s, %s, %s, %s, %s, %s)", self.chain_table),
-            entries,
-        )
-        return ids
+            {k: v for k, v in heads.items() if k is not None and v is not None}, last)
+        curs.execute(self._insert_chain, [list(c) for c in zip(*entries, strict=True)])
 
     def _read(self, statement: Composed, params: Sequence[Any]) -> list[Any]:
         # Tuples in binary format: no dict per row, and bytea arrives without hex decoding.
@@ -193,11 +262,11 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         """The last version of each stream that has events."""
         if not streams:
             return {}
+        # One backwards step in the primary key per stream (GROUP BY would read them all).
         rows = self._read(self._q(
-            "SELECT originator_id, MAX(originator_version) FROM {t0} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id", self.events_table_name),
-            (list(streams),))
-        return {r[0]: int(r[1]) for r in rows}
+            "SELECT s.id, (SELECT max(originator_version) FROM {t0} WHERE originator_id = s.id) "
+            "FROM unnest(%s::uuid[]) AS s(id)", self.events_table_name), (list(streams),))
+        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
     def chain(self) -> list[ChainRow]:
         """Every chain entry, in log order."""
@@ -244,16 +313,10 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         """Where each known event id is stored: (subject stream id, version)."""
         if not event_ids:
             return {}
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                self._q("SELECT event_id, originator_id, originator_version FROM {t0} "
-                        "WHERE event_id = ANY(%s)", self.ids_table),
-                (list(event_ids),),
-            )
-            return {
-                r["event_id"]: (r["originator_id"], int(r["originator_version"]))
-                for r in curs.fetchall()
-            }
+        rows = self._read(self._q("SELECT event_id, originator_id, originator_version FROM {t0} "
+                                  "WHERE event_id = ANY(%s)", self.ids_table),
+                          (list(event_ids),))
+        return {r[0]: (r[1], int(r[2])) for r in rows}
 
     def subjects(self) -> list[tuple[str, str, UUID]]:
         """Every (study, subject, stream id) with at least one event, sorted."""

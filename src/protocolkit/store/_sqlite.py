@@ -76,11 +76,12 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
         heads: dict[str, str] = {}
         for start in range(0, len(streams), _CHUNK):
             chunk = streams[start:start + _CHUNK]
-            # Each subject's last chain entry, found through the (stream, position) index.
-            c.execute("SELECT originator_id, subject_hash FROM protocolkit_chain WHERE position "
-                      "IN (SELECT MAX(position) FROM protocolkit_chain WHERE originator_id IN "
-                      f"({','.join('?' * len(chunk))}) GROUP BY originator_id)", chunk)
-            heads.update((r[0], r[1]) for r in c.fetchall())
+            # Each subject's last chain entry: one backwards step in the (stream, position)
+            # index per subject. (A GROUP BY over the subjects reads all their entries.)
+            c.execute(f"WITH s(id) AS (VALUES {_values(len(chunk))}) SELECT id, (SELECT "
+                      "subject_hash FROM protocolkit_chain WHERE originator_id = s.id "
+                      "ORDER BY position DESC LIMIT 1) FROM s", chunk)
+            heads.update((r[0], r[1]) for r in c.fetchall() if r[1] is not None)
         c.execute("SELECT log_hash FROM protocolkit_chain ORDER BY position DESC LIMIT 1")
         last = c.fetchone()
         entries = chain_entries(
@@ -168,11 +169,12 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
         found: dict[UUID, int] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
+            # One backwards step in the primary key per stream, as for the chain heads.
             rows = self._read(
-                f"SELECT originator_id, MAX(originator_version) FROM {self.events_table_name} "
-                f"WHERE originator_id IN ({','.join('?' * len(chunk))}) GROUP BY originator_id",
-                chunk)
-            found.update((by_hex[r[0]], int(r[1])) for r in rows)
+                f"WITH s(id) AS (VALUES {_values(len(chunk))}) SELECT id, (SELECT "
+                f"MAX(originator_version) FROM {self.events_table_name} WHERE originator_id = "
+                "s.id) FROM s", chunk)
+            found.update((by_hex[r[0]], int(r[1])) for r in rows if r[1] is not None)
         return found
 
     def chain(self) -> list[ChainRow]:
@@ -227,6 +229,11 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
             c.execute("SELECT study, subject, originator_id FROM protocolkit_subjects "
                       "ORDER BY study, subject")
             return [(r[0], r[1], UUID(r[2])) for r in c.fetchall()]
+
+
+def _values(n: int) -> str:
+    """``(?),(?),...``: ``n`` one-column rows of parameters."""
+    return ",".join(["(?)"] * n)
 
 
 def _hex_id(stream: UUID | str) -> str:
