@@ -138,6 +138,23 @@ report n_after_last "after last" = count $after_last
 report n_known "known" = count $known_lab
 report n_lab_dosed "lab dosed" = count $lab_dosed
 report last_followed "last followed" = last $followed
+deviation D-FOLLOWED "A dose followed by a lab"
+  category "TEST" importance not_important
+  for each $dose
+  fires when any LabResulted after it
+deviation D-PRECEDED "A dose with a lab in the day before it"
+  category "TEST" importance not_important
+  important when any $occurrence where (it > day1 + 5 d)
+  for each $dose
+  fires when any LabResulted within [it - 1 d, it]
+deviation D-LAB-FOLLOWED "A lab followed by another (its study day moves with Day 1)"
+  category "TEST" importance not_important
+  for each LabResulted
+  fires when any LabResulted after it
+deviation D-LATE "A lab after the last one seen"
+  category "TEST" importance not_important
+  for each LabResulted
+  fires when last_lab is present and it = last_lab and it > now - 20 d
 """, source="reads.protocol")
 
 

@@ -30,6 +30,8 @@ from protocolkit.events import (
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
 from protocolkit.rules._compile import (
     Ctx,
+    KeptVerdicts,
+    Reads,
     _as_date,
     _truthy,
     global_value,
@@ -541,31 +543,62 @@ class _Run:
                 if isinstance(applies, Unknown):
                     self._note_unknown(rule.id, applies)
                 return []
-        subjects: list[EventView | None] = [None]
-        if rule.for_each is not None:
-            subjects = list(rule.for_each(self.ctx, None).items)
+        if rule.for_each is None:
+            return self._occurrences(rule, None)
+        members = rule.for_each(self.ctx, None).items
+        if rule.kept is not None and self.ctx.kept is not None:
+            return self._kept_occurrences(rule, rule.kept, members)
+        return [d for view in list(members) for d in self._occurrences(rule, view)]
+
+    def _kept_occurrences(self, rule: Deviation, reads: Reads,
+                          members: list[EventView]) -> list[DeviationResult]:
+        """Each member's occurrences, kept between a session's evaluations (see ``Reads``).
+
+        Their study days also depend on Day 1; the data queries they raised are raised again.
+        """
+        kept = self.ctx.kept
+        assert kept is not None
+        log = self.ctx.log
+        stamp = (reads.stamp(self.ctx), self._day1())
+        state: KeptVerdicts | None = kept.get(("deviation", rule.id))
+        if state is None or state.stamp != stamp:
+            state = kept[("deviation", rule.id)] = KeptVerdicts(stamp)
+        elif state.seq != len(log):
+            point = reads.point(log[state.seq:])
+            for view in members[bisect.bisect_left(members, point, key=_view_key):]:
+                state.given.pop(id(view), None)
+        state.seq = len(log)
         found: list[DeviationResult] = []
-        for view in subjects:
-            self._fresh()
-            self.window_closed = None
-            fired = rule.fires(self.ctx, view)
-            if isinstance(fired, Unknown):
-                self._note_unknown(rule.id, fired)
-                continue
-            runs: list[list[EventView]]
-            if isinstance(fired, list) and fired and isinstance(fired[0], list):
-                runs = fired
-            elif _truthy(fired) is True:
-                runs = [[view] if view is not None else []]
+        for view in members:
+            entry = state.given.get(id(view))
+            if entry is None:
+                mark = len(self.queries)
+                entry = state.given[id(view)] = (self._occurrences(rule, view),
+                                                 self.queries[mark:])
             else:
-                continue
-            # A run of `consecutive` is its own evidence; any other firing cites what its
-            # condition used.
-            is_runs = fired is runs
-            touched = set() if is_runs else set(self.ctx.touched)
-            for run in runs:
-                found.append(self._occurrence(rule, run, touched))
+                self.queries.extend(entry[1])
+            found.extend(entry[0])
         return found
+
+    def _occurrences(self, rule: Deviation, view: EventView | None) -> list[DeviationResult]:
+        """The deviation's occurrences for one member (or for the subject, with no member)."""
+        self._fresh()
+        self.window_closed = None
+        fired = rule.fires(self.ctx, view)
+        if isinstance(fired, Unknown):
+            self._note_unknown(rule.id, fired)
+            return []
+        runs: list[list[EventView]]
+        if isinstance(fired, list) and fired and isinstance(fired[0], list):
+            runs = fired
+        elif _truthy(fired) is True:
+            runs = [[view] if view is not None else []]
+        else:
+            return []
+        # A run of `consecutive` is its own evidence; any other firing cites what its
+        # condition used.
+        touched = set() if fired is runs else set(self.ctx.touched)
+        return [self._occurrence(rule, run, touched) for run in runs]
 
     def _occurrence(self, rule: Deviation, run: list[EventView],
                     touched: set[UUID]) -> DeviationResult:

@@ -316,6 +316,25 @@ class Compiler:
     #: Whether the global compiled last judges each member on the member alone.
     member_local = False
 
+    def member_condition(self, node: Any, elem: Ty) -> tuple[Fn, Ty, Reads, list[str]]:
+        """Compile a condition on a member (``elem``, its `it`), saying what else it reads.
+
+        Also returns the locals it reads (aliases, `$occurrence`, rule results as "@"): a
+        condition reading none besides its own member's may keep its verdicts.
+        """
+        cur_mark, local_mark = self._cur_refs, len(self._local_refs)
+        type_mark, now_mark = len(self._type_refs), self._direct_now_refs
+        fn, ty = self.expr(node, elem)
+        self._cur_refs = cur_mark  # `it` in the condition is the member, not the outer it
+        tags = self._ref_tags[type_mark:]
+        types = frozenset(t for t, tag in zip(self._type_refs[type_mark:], tags, strict=True)
+                          if tag is None or (tag[0] == "causal" and tag[1] is not elem))
+        values = tuple(dict.fromkeys(tag[1] for tag in tags if tag and tag[0] == "global"))
+        causal = any(tag and tag[0] == "causal" and tag[1] is elem for tag in tags)
+        reads_now = self._direct_now_refs != now_mark
+        self._cond_refs += len(tags) + reads_now
+        return fn, ty, Reads(types, values, causal, reads_now), self._local_refs[local_mark:]
+
     def _causal(self, base: Any, first: Any) -> bool:
         """Whether ``base`` cut first by ``first`` keeps only events up to `it`'s instant.
 
@@ -803,8 +822,10 @@ class Compiler:
             return _const([]), Ty("runs")
         base_fn, base_ty = self.set_expr(Tree("set_expr", set_node.children[:-1],
                                               set_node.meta), it)
-        pred, _ = self.expr(filters[-1].children[0],
-                            Ty("event", None, base_ty.types, base_ty.analyte))
+        pred, _, reads, outside = self.member_condition(
+            filters[-1].children[0], Ty("event", None, base_ty.types, base_ty.analyte))
+        keep = OPTIMISE and not outside
+        key = object()
         between_fn = None
         if between is not None:
             between_fn, _ = self.set_expr(between.children[0], it)
@@ -829,7 +850,11 @@ class Compiler:
         def runs(ctx: Ctx, cur: EventView | None) -> Any:
             seq = base_fn(ctx, cur).items
             blockers = between_fn(ctx, cur).items if between_fn else []
-            verdicts = [_truthy(pred(ctx, view)) for view in seq]
+            if keep and ctx.kept is not None:
+                verdicts = _kept_verdicts(ctx, key, seq, reads,
+                                          lambda view: _truthy(pred(ctx, view)))
+            else:
+                verdicts = [_truthy(pred(ctx, view)) for view in seq]
             found = scan(seq, verdicts, blockers, maybe=False)
             unknowns = [v for v in verdicts if isinstance(v, Unknown)]
             if not found and unknowns and scan(seq, verdicts, blockers, maybe=True):
@@ -942,29 +967,14 @@ class Compiler:
             # The analyte a where pins is known inside it too (`loinc = "718-7" and result > x`).
             analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
             elem = Ty("event", None, ty.types, analyte)
-            cur_mark, local_mark = self._cur_refs, len(self._local_refs)
-            type_mark, now_mark = len(self._type_refs), self._direct_now_refs
-            cond, cond_ty = self.expr(node.children[0], elem)
-            self._cur_refs = cur_mark  # `it` in the condition is the member, not the outer it
+            cond, cond_ty, reads, outside = self.member_condition(node.children[0], elem)
             self._want_bool(node.children[0], cond_ty)
             fast = simple_predicate(node.children[0],
                                     lambda name: self._is_member_field(name, elem)
                                     ) if OPTIMISE else None
             # A filter that reads nothing of its surroundings is kept between a session's
-            # evaluations: members already judged keep their verdict while the event types
-            # its condition reads (and `now`, if read) are unchanged; new members are judged.
-            keep = OPTIMISE and invariant and not [
-                n for n in self._local_refs[local_mark:] if n != alias]
-            tags = self._ref_tags[type_mark:]
-            # The verdicts depend on the types read directly (their changes judge every
-            # member again), the values of lets and anchors read (likewise, when they
-            # change), and the types read only up to the member (judged again from there).
-            reads = frozenset(t for t, tag in zip(self._type_refs[type_mark:], tags, strict=True)
-                              if tag is None or (tag[0] == "causal" and tag[1] is not elem))
-            values = tuple(dict.fromkeys(tag[1] for tag in tags if tag and tag[0] == "global"))
-            causal = any(tag and tag[0] == "causal" and tag[1] is elem for tag in tags)
-            reads_now = self._direct_now_refs != now_mark
-            self._cond_refs += len(tags) + reads_now
+            # evaluations (see _kept_where).
+            keep = OPTIMISE and invariant and not [n for n in outside if n != alias]
             key = object()
 
             def judge(ctx: Ctx, members: Sequence[EventView], out: _Judged) -> None:
@@ -998,8 +1008,7 @@ class Compiler:
             def where(ctx: Ctx, cur: EventView | None) -> SetVal:
                 found = fn(ctx, cur)
                 if keep and ctx.kept is not None and not found.uncertain and found.why is None:
-                    return _kept_where(ctx, key, found, reads=reads, reads_now=reads_now,
-                                       values=values, causal=causal, judge=judge)
+                    return _kept_where(ctx, key, found, reads, judge)
                 out = _Judged()
                 judge(ctx, found.items, out)
                 ctx.touched.include(out.used)
@@ -1131,8 +1140,7 @@ class _KeptWhere:
     judged: _Judged = attrs.field(factory=_Judged)
 
 
-def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
-                reads_now: bool, values: tuple[Global, ...], causal: bool,
+def _kept_where(ctx: Ctx, key: object, found: SetVal, reads: Reads,
                 judge: Callable[[Ctx, Sequence[EventView], _Judged], None]) -> SetVal:
     """A kept filter: judge again only the members from the earliest event added since.
 
@@ -1143,8 +1151,7 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
     """
     assert ctx.kept is not None
     log = ctx.log
-    stamp = (tuple(ctx.versions.get(t, 0) for t in sorted(reads)),
-             ctx.now if reads_now else None, tuple(_fingerprint(ctx, g) for g in values))
+    stamp = reads.stamp(ctx)
     state: _KeptWhere | None = ctx.kept.get(key)
     start: int | None = 0
     if state is None or state.source is not found.items or state.stamp != stamp:
@@ -1154,11 +1161,7 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
     elif state.seq == len(log):
         start = None  # nothing added since
     else:
-        point = min(view.index for view in log[state.seq:])
-        if causal:
-            # Members at the same instant, or on the same date when one side has only a
-            # date, can read the new events too: judge again from a day and a half before.
-            point = (point[0] - _CAUSAL_MARGIN,)
+        point = reads.point(log[state.seq:])
         state.judged.drop_from(point)
         _truncate_keys(ctx, state.judged.items)
         start = bisect.bisect_left(found.items, point, key=_index)
@@ -1176,6 +1179,79 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, *, reads: frozenset[str],
 
 
 _CAUSAL_MARGIN = dt.timedelta(hours=36)
+
+
+@attrs.frozen
+class Reads:
+    """What a condition on a member reads besides the member: what its kept verdicts need.
+
+    Verdicts already given stand while the event types it reads directly, the values (and
+    evidence) of the lets and anchors it reads, and `now` if it reads it, are unchanged.
+    Types it reads only up to the member's instant (``causal``) restart the verdicts from
+    the earliest event added since, less a day and a half; anything else restarts them from
+    that event.
+    """
+
+    types: frozenset[str]
+    values: tuple[Global, ...]
+    causal: bool
+    now: bool
+
+    def stamp(self, ctx: Ctx) -> tuple[Any, ...]:
+        """What must be unchanged for kept verdicts to stand."""
+        return (tuple(ctx.versions.get(t, 0) for t in sorted(self.types)),
+                ctx.now if self.now else None,
+                tuple(_fingerprint(ctx, g) for g in self.values))
+
+    def point(self, added: Sequence[EventView]) -> Any:
+        """The clinical order key from which verdicts must be given again."""
+        point = min(view.index for view in added)
+        if self.causal:
+            # Members at the same instant, or on the same date when one side has only a
+            # date, can read the new events too.
+            return (point[0] - _CAUSAL_MARGIN,)
+        return point
+
+
+@attrs.define
+class KeptVerdicts:
+    """A condition's verdict on each member (by view), kept in a session."""
+
+    stamp: tuple[Any, ...]
+    seq: int = 0
+    given: dict[int, Any] = attrs.field(factory=dict)
+
+
+def _kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads,
+                   judge: Callable[[EventView], Any]) -> list[Any]:
+    """Each member's verdict, kept between a session's evaluations (see :class:`Reads`).
+
+    What each judgement cited is cited again, as a fresh judgement would.
+    """
+    assert ctx.kept is not None
+    stamp = reads.stamp(ctx)
+    state: KeptVerdicts | None = ctx.kept.get(key)
+    if state is None or state.stamp != stamp:
+        state = ctx.kept[key] = KeptVerdicts(stamp)
+    elif state.seq != len(ctx.log):
+        point = reads.point(ctx.log[state.seq:])
+        for view in members[bisect.bisect_left(members, point, key=_index):]:
+            state.given.pop(id(view), None)
+    state.seq = len(ctx.log)
+    verdicts, used = [], []
+    for view in members:
+        entry = state.given.get(id(view))
+        if entry is None:
+            outer, ctx.touched = ctx.touched, Evidence()
+            try:
+                verdict = judge(view)
+            finally:
+                cited, ctx.touched = ctx.touched, outer
+            entry = state.given[id(view)] = (verdict, cited)
+        verdicts.append(entry[0])
+        used.append(entry[1])
+    ctx.touched.include(used)
+    return verdicts
 
 
 def _fingerprint(ctx: Ctx, glob: Global) -> tuple[Any, ...]:

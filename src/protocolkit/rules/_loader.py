@@ -16,7 +16,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from protocolkit.errors import RuleError, RuleErrors
-from protocolkit.rules._compile import Compiler, Fn, Global, Node, Ty
+from protocolkit.rules._compile import Compiler, Fn, Global, Node, Reads, Ty
 from protocolkit.rules._values import Qty
 from protocolkit.units import AnalyteCatalogue, default_catalogue
 
@@ -61,6 +61,9 @@ class Deviation:
     path: str
     #: The deviation code reported (several rules may report one code, e.g. per endpoint).
     code: str = ""
+    #: For `for each` rules whose clauses read nothing of their surroundings: what they read
+    #: besides each member, so that a session keeps each member's outcome.
+    kept: Reads | None = None
 
 
 @attrs.frozen
@@ -417,22 +420,36 @@ class _Builder:
         c.local_sets.add("occurrence")
         # `for each` first: `important when` and `fires when` may use its `it`.
         clauses.sort(key=lambda cl: 0 if isinstance(cl, Tree) and cl.data == "for_each" else 1)
+        reads: list[Reads] = []
+        outside: list[str] = []
         for clause in clauses:
             data = clause.data if isinstance(clause, Tree) else ""
-            if data == "important":
-                important = self._scoped(clause.children[0], each_ty)
-            elif data == "applies":
-                applies = self._condition(clause.children[0])
-            elif data == "for_each":
+            if data == "for_each":
                 for_each, set_ty = c.set_expr(clause.children[0], None)
                 each_ty = Ty("event", None, set_ty.types, set_ty.analyte)
+            elif data == "applies":
+                applies = self._condition(clause.children[0])
+            elif each_ty is not None:  # a clause on each member: note what else it reads
+                node = clause.children[0] if data == "important" else clause
+                fn, ty, read, names = c.member_condition(node, each_ty)
+                c._want_bool(node, ty)
+                reads.append(read)
+                outside += names
+                important, fires = (fn, fires) if data == "important" else (important, fn)
+            elif data == "important":
+                important = self._scoped(clause.children[0], each_ty)
             else:
                 fires = self._scoped(clause, each_ty)
         c.local_sets.discard("occurrence")
+        kept = None
+        if each_ty is not None and not [n for n in outside if n != "occurrence"]:
+            kept = Reads(frozenset().union(*(r.types for r in reads)),
+                         tuple(dict.fromkeys(g for r in reads for g in r.values)),
+                         any(r.causal for r in reads), any(r.now for r in reads))
         assert fires is not None
         return Deviation(rule_id, str(text_token)[1:-1], str(category)[1:-1],
                          str(importance).replace("_", " "), important, applies, for_each, fires,
-                         self.path(stmt, rule_id), code)
+                         self.path(stmt, rule_id), code, kept)
 
     def _scoped(self, node: Any, it: Ty | None) -> Fn:
         fn, ty = self.compiler.expr(node, it)
