@@ -480,13 +480,15 @@ def test_compressed_and_encrypted_rows_decode() -> None:
     for mapper in (EventMapper(ZlibCompressor()), EventMapper(ZlibCompressor(), cipher),
                    EventMapper()):
         events = [dose("A"), hb("A")]
-        rows = [(i, "stream", i, e.event_type, mapper.encode(e))
-                for i, e in enumerate(events, 1)]
+        rows = [(i, i, e.event_type, mapper.encode(e)) for i, e in enumerate(events, 1)]
         if mapper.cipher is None and mapper.compressor is not None:
-            assert zlib.decompress(rows[0][4]) == encode_stored(events[0])
-        decoded = mapper.decode_rows(rows)
+            assert zlib.decompress(rows[0][3]) == encode_stored(events[0])
+        decoded = mapper.decode_rows(rows, lambda _: "stream")
         assert [(r.event, r.version, r.position) for r in decoded] == [
             (e, i, i) for i, e in enumerate(events, 1)]
+        broken = [*rows, (3, 3, "DoseAdministered", mapper.encode(events[1]))]
+        with pytest.raises(StoreError, match="stored event a-stream@3 cannot be decoded"):
+            mapper.decode_rows(broken, lambda position: "a-stream" if position == 3 else "")
 
 
 def _cipher_env() -> Any:
@@ -578,3 +580,18 @@ def test_stores_created_at_once_in_one_schema() -> None:
     finally:
         for name in names:
             drop_postgres_store(name)
+
+
+def test_equal_value_objects_are_shared_and_keep_their_digits() -> None:
+    first, second = dose("A", mg="1"), dose("B", mg="1")
+    other = dose("C", mg="1.0")
+    a, b, c = (decode_stored("DoseAdministered", encode_stored(e)) for e in (first, second,
+                                                                              other))
+    assert isinstance(a, DoseAdministered) and isinstance(b, DoseAdministered)
+    assert isinstance(c, DoseAdministered)
+    assert a.dose is b.dose  # frozen: sharing one is safe, and saves building it again
+    assert a.dose == c.dose and str(c.dose.value) == "1.0" and str(a.dose.value) == "1"
+    many = [dose("A", mg=f"{i}.5") for i in range(5000)]  # more than the cache keeps
+    for event in many:
+        back = decode_stored("DoseAdministered", encode_stored(event))
+        _assert_identical(back, event, folds=False)

@@ -221,11 +221,11 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
 
     def read_log(
         self, after: int, limit: int, stop: int | None, topics: Sequence[str]
-    ) -> list[tuple[int, object, int, str, bytes]]:
-        """Rows ``(position, stream, version, topic, state)`` of the log after ``after``."""
-        # The stream id as text: psycopg would make a UUID per row, used only in errors.
-        text = ("SELECT notification_id, originator_id::text, originator_version, topic, "
-                "state FROM {t0} WHERE notification_id > %s")
+    ) -> list[tuple[int, int, str, bytes]]:
+        """Rows ``(position, version, topic, state)`` of the log after ``after``."""
+        # Not the stream id: psycopg would make a UUID per row, needed only in errors.
+        text = ("SELECT notification_id, originator_version, topic, state FROM {t0} "
+                "WHERE notification_id > %s")
         params: list[Any] = [after]
         if stop is not None:
             text += " AND notification_id <= %s"
@@ -236,6 +236,12 @@ class PostgresEventRecorder(PostgresApplicationRecorder):
         params.append(limit)
         return self._read(self._q(text + " ORDER BY notification_id LIMIT %s",
                                   self.events_table_name), params)
+
+    def stream_at(self, position: int | None) -> object:
+        """The stream id of the row at ``position`` (for messages)."""
+        rows = self._read(self._q("SELECT originator_id FROM {t0} WHERE notification_id = %s",
+                                  self.events_table_name), (position,))
+        return rows[0][0] if rows else None
 
     def read_stream(self, stream: UUID, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Rows ``(version, topic, state)`` of one stream after version ``after``."""
