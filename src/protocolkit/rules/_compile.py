@@ -897,6 +897,8 @@ class Compiler:
                          and str(base.children[0]) in self.local_sets)
         try:
             for flt in filters:
+                if flt.data != "where":
+                    self._cond_refs += 1  # a bound read: the set is not judged per member
                 cur_mark, local_mark = self._cur_refs, len(self._local_refs)
                 fn, ty = self._set_filter(flt, fn, ty, it, alias, invariant=invariant)
                 outside = [n for n in self._local_refs[local_mark:] if n != alias
@@ -926,6 +928,8 @@ class Compiler:
                 self.error(node, f"unknown set ${name}", _suggest(name, known))
                 return (lambda ctx, _it: SetVal([])), Ty("set")
             self._read_global(glob)
+            if not glob.member_local:
+                self._cond_refs += 1  # a set built on one that reads beyond each member
             memo = _memo(glob)
             return memo, glob.ty
         self._log_types(names)
