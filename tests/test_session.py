@@ -127,6 +127,9 @@ define recent = $dose where (it > now - 30 d)
 define after_last = $dose where (last_lab is missing or it > last_lab)
 define known_lab = $dose where (any LabResulted known before it)
 define lab_dosed = LabResulted where (no $dose within [it - 1 d, it] and any $followed before it)
+let month_ago = now - 30 d
+define recent_let = $dose where (it > month_ago)
+report n_recent_let "recent (through a let)" = count $recent_let
 define first_days = $dose within [day1, day1 + 3 d]
 define lab_early = LabResulted where (any $first_days before it)
 report n_lab_early "labs after a first-days dose" = count $lab_early
@@ -141,6 +144,16 @@ report n_after_last "after last" = count $after_last
 report n_known "known" = count $known_lab
 report n_lab_dosed "lab dosed" = count $lab_dosed
 report last_followed "last followed" = last $followed
+define valid_dose = $dose where (no LabResulted within [it - 1 d, it])
+define steady_dose = $valid_dose where (it > day1 + 2 d)
+deviation D-INVALID "A dose with a lab in the day before it (membership read up to it)"
+  category "TEST" importance not_important
+  for each $dose
+  fires when not (it in $valid_dose)
+deviation D-UNSTEADY "A dose not in a set that also reads Day 1"
+  category "TEST" importance not_important
+  for each $dose
+  fires when not (it in $steady_dose)
 deviation D-FOLLOWED "A dose followed by a lab"
   category "TEST" importance not_important
   for each $dose

@@ -34,6 +34,7 @@ from protocolkit.rules._compile import (
     Reads,
     _as_date,
     _truthy,
+    change_point,
     global_value,
     note_insert,
     study_day,
@@ -564,7 +565,7 @@ class _Run:
         if state is None or state.stamp != stamp:
             state = kept[("deviation", rule.id)] = KeptVerdicts(stamp)
         elif state.seq != len(log):
-            point = reads.point(log[state.seq:])
+            point = change_point(log[state.seq:])
             for view in members[bisect.bisect_left(members, point, key=_view_key):]:
                 state.given.pop(id(view), None)
         state.seq = len(log)

@@ -151,9 +151,10 @@ class Global:
     #: The event types its value reads ("*": any), and whether it reads `now`.
     reads: frozenset[str] = frozenset()
     reads_now: bool = False
-    #: For a define: whether it judges each member on the member alone (its conditions read
-    #: no other event, value or `now`), so cutting it at a member's instant is causal.
-    member_local: bool = False
+    #: For a define whose membership of an event depends only on that event, events up to
+    #: its instant, and the values of these lets and anchors: them (empty: on the event
+    #: alone). None for any other set.
+    causal: tuple[Global, ...] | None = None
 
 
 class Compiler:
@@ -182,7 +183,9 @@ class Compiler:
         # instant: a filter kept for that member need not judge earlier members again).
         self._ref_tags: list[Any] = []
         self._direct_now_refs = 0
-        self._cond_refs = 0  # type, value or `now` reads inside `where` conditions
+        # Per set expression compiled: whether its membership is causal (see Global.causal).
+        self._causal_sets: dict[int, tuple[Global, ...] | None] = {}
+        self._last_where: tuple[Reads, list[str]] | None = None
 
     # --- errors ------------------------------------------------------------------------------
 
@@ -289,7 +292,9 @@ class Compiler:
         return _const(None), ANY
 
     def _read_global(self, glob: Global, tag: Any = None) -> None:
-        self._log_types(glob.reads, tag)
+        # A value read is logged even when it reads no event type (a parameter, or a let on
+        # `now` alone), so that conditions reading it know it ("" is no type).
+        self._log_types(glob.reads or {""}, tag)
         self._now_refs += glob.reads_now
 
     def _log_types(self, names: Iterable[str], tag: Any = None) -> None:
@@ -304,17 +309,17 @@ class Compiler:
         A value read through a rule result (``@RULE...``, ``eligibility``) may read any
         type: it is marked as reading every one (``"*"``).
         """
-        type_mark, now_mark, local_mark, cond_mark = (
-            len(self._type_refs), self._now_refs, len(self._local_refs), self._cond_refs)
+        type_mark, now_mark, local_mark = (
+            len(self._type_refs), self._now_refs, len(self._local_refs))
         fn, ty = compile_()
         reads = set(self._type_refs[type_mark:])
         if "@" in self._local_refs[local_mark:]:
             reads.add("*")
-        self.member_local = self._cond_refs == cond_mark
         return fn, ty, frozenset(reads), self._now_refs != now_mark
 
-    #: Whether the global compiled last judges each member on the member alone.
-    member_local = False
+    def set_causality(self, node: Any) -> tuple[Global, ...] | None:
+        """For a compiled set expression: see :attr:`Global.causal`."""
+        return self._causal_sets.get(id(node))
 
     def member_condition(self, node: Any, elem: Ty) -> tuple[Fn, Ty, Reads, list[str]]:
         """Compile a condition on a member (``elem``, its `it`), saying what else it reads.
@@ -330,10 +335,8 @@ class Compiler:
         types = frozenset(t for t, tag in zip(self._type_refs[type_mark:], tags, strict=True)
                           if tag is None or (tag[0] == "causal" and tag[1] is not elem))
         values = tuple(dict.fromkeys(tag[1] for tag in tags if tag and tag[0] == "global"))
-        causal = any(tag and tag[0] == "causal" and tag[1] is elem for tag in tags)
         reads_now = self._direct_now_refs != now_mark
-        self._cond_refs += len(tags) + reads_now
-        return fn, ty, Reads(types, values, causal, reads_now), self._local_refs[local_mark:]
+        return fn, ty, Reads(types, values, reads_now), self._local_refs[local_mark:]
 
     def _causal(self, base: Any, first: Any) -> bool:
         """Whether ``base`` cut first by ``first`` keeps only events up to `it`'s instant.
@@ -344,7 +347,7 @@ class Compiler:
             return False
         if base.data == "defined":
             glob = self.globals.get(str(base.children[0]))
-            if glob is None or not glob.member_local:
+            if glob is None or glob.causal is None:
                 return False
         elif base.data not in ("of_type", "of_types"):
             return False
@@ -566,7 +569,14 @@ class Compiler:
         lf, lt = self.expr(left, it)
         if lt.kind not in ("event", "any"):
             self.error(node, f"'in ${name}' needs an event, not {lt.describe()}")
-        set_fn, _ = self._set_base(Tree("defined", [name], getattr(node, "meta", None)))
+        mark = len(self._type_refs)
+        defined = Tree("defined", [name], getattr(node, "meta", None))
+        set_fn, _ = self._set_base(defined)
+        glob = self.globals.get(str(name))
+        if (it is not None and isinstance(left, Tree) and left.data == "it"
+                and glob is not None and glob.causal is not None):
+            # Whether the member belongs depends on events up to its instant only.
+            self._tag_causal(mark, it, defined)
 
         def member(ctx: Ctx, cur: EventView | None) -> Any:
             view = lf(ctx, cur)
@@ -879,9 +889,14 @@ class Compiler:
         else:
             base_fn, ty = self._set_base(base)
         if it is not None and len(node.children) > 1 and self._causal(base, node.children[1]):
-            # Only events up to the member's instant are read: tag them for kept filters.
-            for at in range(base_mark, len(self._type_refs)):
-                self._ref_tags[at] = ("causal", it)
+            self._tag_causal(base_mark, it, base)
+        if isinstance(base, Tree) and base.data == "set_expr":
+            causality = self._causal_sets.get(id(base))
+        elif isinstance(base, Tree) and base.data == "defined":
+            glob = self.globals.get(str(base.children[0]))
+            causality = glob.causal if glob is not None else None
+        else:
+            causality = ()
         fn = base_fn
         filters = list(node.children[1:])
         alias = None
@@ -897,10 +912,10 @@ class Compiler:
                          and str(base.children[0]) in self.local_sets)
         try:
             for flt in filters:
-                if flt.data != "where":
-                    self._cond_refs += 1  # a bound read: the set is not judged per member
                 cur_mark, local_mark = self._cur_refs, len(self._local_refs)
+                self._last_where = None
                 fn, ty = self._set_filter(flt, fn, ty, it, alias, invariant=invariant)
+                causality = self._causality_after(causality, flt, alias)
                 outside = [n for n in self._local_refs[local_mark:] if n != alias
                            or flt.data != "where"]
                 invariant = invariant and self._cur_refs == cur_mark and not outside
@@ -908,7 +923,27 @@ class Compiler:
                     fn = _once_per_evaluation(fn)
         finally:
             self.local_types = saved
+        self._causal_sets[id(node)] = causality
         return fn, ty
+
+    def _causality_after(self, causality: tuple[Global, ...] | None, flt: Any,
+                         alias: str | None) -> tuple[Global, ...] | None:
+        """A set's causality once filtered by ``flt`` (a bound read ends it)."""
+        if causality is None or flt.data != "where" or self._last_where is None:
+            return None
+        reads, outside = self._last_where
+        if reads.types or reads.now or [n for n in outside if n != alias]:
+            return None
+        return tuple(dict.fromkeys((*causality, *reads.values)))
+
+    def _tag_causal(self, mark: int, it: Ty, base: Any) -> None:
+        """The types logged since ``mark`` are read only up to the member ``it``'s instant."""
+        for at in range(mark, len(self._type_refs)):
+            self._ref_tags[at] = ("causal", it)
+        if isinstance(base, Tree) and base.data == "defined":
+            glob = self.globals.get(str(base.children[0]))
+            for value in (glob.causal or ()) if glob is not None else ():
+                self._read_global(value, ("global", value))  # its membership reads them
 
     def _set_base(self, node: Node) -> tuple[Callable[[Ctx, EventView | None], SetVal],
                                                       Ty]:
@@ -928,8 +963,6 @@ class Compiler:
                 self.error(node, f"unknown set ${name}", _suggest(name, known))
                 return (lambda ctx, _it: SetVal([])), Ty("set")
             self._read_global(glob)
-            if not glob.member_local:
-                self._cond_refs += 1  # a set built on one that reads beyond each member
             memo = _memo(glob)
             return memo, glob.ty
         self._log_types(names)
@@ -972,6 +1005,7 @@ class Compiler:
             analyte = ty.analyte or _analyte_in(node.children[0], self.catalogue)
             elem = Ty("event", None, ty.types, analyte)
             cond, cond_ty, reads, outside = self.member_condition(node.children[0], elem)
+            self._last_where = (reads, outside)
             self._want_bool(node.children[0], cond_ty)
             fast = simple_predicate(node.children[0],
                                     lambda name: self._is_member_field(name, elem)
@@ -991,7 +1025,7 @@ class Compiler:
                             out.used.append(view.event.event_id)
                             continue
                         if passed is False:
-                            out.rejected[id(view)] = {view.event.event_id}
+                            out.reject(view, {view.event.event_id})
                             continue
                     # Only members that pass cite what their condition read; what turned
                     # a member away is kept for `not (it in $set)`.
@@ -1007,7 +1041,7 @@ class Compiler:
                         out.uncertain.append(view)
                         out.whys.append(verdict)
                     else:
-                        out.rejected[id(view)] = used
+                        out.reject(view, used)
 
             def where(ctx: Ctx, cur: EventView | None) -> SetVal:
                 found = fn(ctx, cur)
@@ -1116,7 +1150,14 @@ class _Judged:
     uncertain: list[EventView] = attrs.field(factory=list)
     #: Per member in ``uncertain``: why.
     whys: list[Unknown] = attrs.field(factory=list)
+    #: Members turned away (by view id): what their condition read. In clinical order:
     rejected: dict[int, Any] = attrs.field(factory=dict)
+    turned_away: list[EventView] = attrs.field(factory=list)
+
+    def reject(self, view: EventView, used: Any) -> None:
+        """Turn a member away, keeping what its condition read (why it is out)."""
+        self.rejected[id(view)] = used
+        self.turned_away.append(view)
 
     def drop_from(self, point: Any) -> None:
         """Forget the verdicts on members at or after ``point`` (a clinical order key)."""
@@ -1124,6 +1165,10 @@ class _Judged:
         del self.items[at:], self.used[at:]
         at = bisect.bisect_left(self.uncertain, point, key=_index)
         del self.uncertain[at:], self.whys[at:]
+        at = bisect.bisect_left(self.turned_away, point, key=_index)
+        for view in self.turned_away[at:]:
+            del self.rejected[id(view)]
+        del self.turned_away[at:]
 
 
 def _merged(first: Unknown | None, more: Sequence[Unknown]) -> Unknown | None:
@@ -1165,7 +1210,7 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, reads: Reads,
     elif state.seq == len(log):
         start = None  # nothing added since
     else:
-        point = reads.point(log[state.seq:])
+        point = change_point(log[state.seq:])
         state.judged.drop_from(point)
         _truncate_keys(ctx, state.judged.items)
         start = bisect.bisect_left(found.items, point, key=_index)
@@ -1182,7 +1227,16 @@ def _kept_where(ctx: Ctx, key: object, found: SetVal, reads: Reads,
                   _chain(judged.rejected, found.rejected))
 
 
-_CAUSAL_MARGIN = dt.timedelta(hours=36)
+#: Kept results are given again from this long before the earliest event added: a member
+#: at the same instant, or on the same date when one side has only a date, can read it
+#: through a causal read (`before it`, `within [.., it]`), and a kept set that reads so
+#: changes from there, for every set built on it.
+_CHANGE_MARGIN = dt.timedelta(hours=36)
+
+
+def change_point(added: Sequence[EventView]) -> Any:
+    """The clinical order key from which kept results must be given again."""
+    return (min(view.index for view in added)[0] - _CHANGE_MARGIN,)
 
 
 @attrs.frozen
@@ -1190,15 +1244,14 @@ class Reads:
     """What a condition on a member reads besides the member: what its kept verdicts need.
 
     Verdicts already given stand while the event types it reads directly, the values (and
-    evidence) of the lets and anchors it reads, and `now` if it reads it, are unchanged.
-    Types it reads only up to the member's instant (``causal``) restart the verdicts from
-    the earliest event added since, less a day and a half; anything else restarts them from
-    that event.
+    evidence) of the lets and anchors it reads, and `now` if it reads it, are unchanged;
+    then only members from :func:`change_point` on are judged again. Types it reads only up
+    to the member's instant (causal reads) are not in ``types``: a new event cannot change
+    an earlier member's verdict through them.
     """
 
     types: frozenset[str]
     values: tuple[Global, ...]
-    causal: bool
     now: bool
 
     def stamp(self, ctx: Ctx) -> tuple[Any, ...]:
@@ -1206,15 +1259,6 @@ class Reads:
         return (tuple(ctx.versions.get(t, 0) for t in sorted(self.types)),
                 ctx.now if self.now else None,
                 tuple(_fingerprint(ctx, g) for g in self.values))
-
-    def point(self, added: Sequence[EventView]) -> Any:
-        """The clinical order key from which verdicts must be given again."""
-        point = min(view.index for view in added)
-        if self.causal:
-            # Members at the same instant, or on the same date when one side has only a
-            # date, can read the new events too.
-            return (point[0] - _CAUSAL_MARGIN,)
-        return point
 
 
 @attrs.define
@@ -1238,7 +1282,7 @@ def _kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads
     if state is None or state.stamp != stamp:
         state = ctx.kept[key] = KeptVerdicts(stamp)
     elif state.seq != len(ctx.log):
-        point = reads.point(ctx.log[state.seq:])
+        point = change_point(ctx.log[state.seq:])
         for view in members[bisect.bisect_left(members, point, key=_index):]:
             state.given.pop(id(view), None)
     state.seq = len(ctx.log)
@@ -1290,7 +1334,7 @@ def _kept_merge(ctx: Ctx, key: object, sources: list[list[EventView] | None]
                                  for old, new in zip(state.sources, sources, strict=True)):
         if state.seq == len(log):
             return state.items
-        point = min(view.index for view in log[state.seq:])
+        point = change_point(log[state.seq:])
         del state.items[bisect.bisect_left(state.items, point, key=_index):]
         _truncate_keys(ctx, state.items)
         tail = [v for new in sources if new

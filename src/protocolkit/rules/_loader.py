@@ -377,7 +377,7 @@ class _Builder:
                     if isinstance(value, Qty):
                         ty = Ty("qty", value.dimension, unit=value.unit)
         c.globals[name] = Global(stmt.data, name, fn, ty, stmt.meta.line, reads, reads_now,
-                                 stmt.data == "define" and c.member_local)
+                                 c.set_causality(body) if stmt.data == "define" else None)
 
     def _criterion(self, stmt: Node) -> Criterion:
         c = self.compiler
@@ -445,7 +445,7 @@ class _Builder:
         if each_ty is not None and not [n for n in outside if n != "occurrence"]:
             kept = Reads(frozenset().union(*(r.types for r in reads)),
                          tuple(dict.fromkeys(g for r in reads for g in r.values)),
-                         any(r.causal for r in reads), any(r.now for r in reads))
+                         any(r.now for r in reads))
         assert fires is not None
         return Deviation(rule_id, str(text_token)[1:-1], str(category)[1:-1],
                          str(importance).replace("_", " "), important, applies, for_each, fires,
