@@ -154,6 +154,11 @@ deviation D-UNSTEADY "A dose not in a set that also reads Day 1"
   category "TEST" importance not_important
   for each $dose
   fires when not (it in $steady_dose)
+deviation D-RUN "Two haemoglobins above 90 g/L in a row, no dose between"
+  category "TEST" importance not_important
+  important when any $occurrence where (it > day1 + 10 d)
+  fires when consecutive 2 LabResulted where (loinc = "718-7" and result > 90 g/L)
+      with no $dose between
 deviation D-FOLLOWED "A dose followed by a lab"
   category "TEST" importance not_important
   for each $dose

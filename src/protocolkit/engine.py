@@ -598,8 +598,31 @@ class _Run:
             return []
         # A run of `consecutive` is its own evidence; any other firing cites what its
         # condition used.
-        touched = set() if fired is runs else set(self.ctx.touched)
-        return [self._occurrence(rule, run, touched) for run in runs]
+        if fired is not runs:
+            return [self._occurrence(rule, run, set(self.ctx.touched)) for run in runs]
+        if (view is None and rule.kept is not None and self.ctx.kept is not None
+                and self.window_closed is None):
+            return self._kept_runs(rule, rule.kept, runs)
+        return [self._occurrence(rule, run, set()) for run in runs]
+
+    def _kept_runs(self, rule: Deviation, reads: Reads,
+                   runs: list[list[EventView]]) -> list[DeviationResult]:
+        """Each run's occurrence, kept while what `important when` reads and Day 1 stand."""
+        kept = self.ctx.kept
+        assert kept is not None
+        stamp = (reads.stamp(self.ctx), self._day1())
+        state: KeptVerdicts | None = kept.get(("runs", rule.id))
+        if state is None or state.stamp != stamp:
+            state = kept[("runs", rule.id)] = KeptVerdicts(stamp)
+        given: dict[Any, DeviationResult] = {}
+        found = []
+        for run in runs:
+            key = tuple(id(v) for v in run)  # the views are the session's: ids are stable
+            result = state.given.get(key) or self._occurrence(rule, run, set())
+            given[key] = result
+            found.append(result)
+        state.given = given  # only this evaluation's runs are kept
+        return found
 
     def _occurrence(self, rule: Deviation, run: list[EventView],
                     touched: set[UUID]) -> DeviationResult:

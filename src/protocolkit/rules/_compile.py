@@ -321,7 +321,7 @@ class Compiler:
         """For a compiled set expression: see :attr:`Global.causal`."""
         return self._causal_sets.get(id(node))
 
-    def member_condition(self, node: Any, elem: Ty) -> tuple[Fn, Ty, Reads, list[str]]:
+    def member_condition(self, node: Any, elem: Ty | None) -> tuple[Fn, Ty, Reads, list[str]]:
         """Compile a condition on a member (``elem``, its `it`), saying what else it reads.
 
         Also returns the locals it reads (aliases, `$occurrence`, rule results as "@"): a
@@ -1267,7 +1267,7 @@ class KeptVerdicts:
 
     stamp: tuple[Any, ...]
     seq: int = 0
-    given: dict[int, Any] = attrs.field(factory=dict)
+    given: dict[Any, Any] = attrs.field(factory=dict)
 
 
 def _kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads,

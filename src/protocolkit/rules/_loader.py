@@ -62,7 +62,9 @@ class Deviation:
     #: The deviation code reported (several rules may report one code, e.g. per endpoint).
     code: str = ""
     #: For `for each` rules whose clauses read nothing of their surroundings: what they read
-    #: besides each member, so that a session keeps each member's outcome.
+    #: besides each member, so that a session keeps each member's outcome. For other rules:
+    #: what `important when` reads besides the occurrence, so that a session keeps each
+    #: `consecutive` run's occurrence.
     kept: Reads | None = None
 
 
@@ -132,6 +134,12 @@ class Protocol:
 def _parser() -> Lark:
     grammar = resources.files("protocolkit.rules").joinpath("grammar.lark").read_text("utf-8")
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def _merge_reads(reads: list[Reads]) -> Reads:
+    return Reads(frozenset().union(*(r.types for r in reads)),
+                 tuple(dict.fromkeys(g for r in reads for g in r.values)),
+                 any(r.now for r in reads))
 
 
 def load_protocol(path: str | Path, *, catalogue: AnalyteCatalogue | None = None) -> Protocol:
@@ -414,6 +422,7 @@ class _Builder:
             code = str(clauses.pop(0).children[0])[1:-1]
         category, importance, *clauses = clauses
         important = applies = None
+        run_reads: list[Reads] | None = []  # what `important` reads, for rules without members
         for_each: SetFn | None = None
         each_ty: Ty | None = None
         fires: Fn | None = None
@@ -436,16 +445,18 @@ class _Builder:
                 reads.append(read)
                 outside += names
                 important, fires = (fn, fires) if data == "important" else (important, fn)
-            elif data == "important":
-                important = self._scoped(clause.children[0], each_ty)
+            elif data == "important":  # judged on each occurrence: note what else it reads
+                important, ty, read, names = c.member_condition(clause.children[0], None)
+                c._want_bool(clause.children[0], ty)
+                run_reads = [read] if not [n for n in names if n != "occurrence"] else None
             else:
                 fires = self._scoped(clause, each_ty)
         c.local_sets.discard("occurrence")
         kept = None
         if each_ty is not None and not [n for n in outside if n != "occurrence"]:
-            kept = Reads(frozenset().union(*(r.types for r in reads)),
-                         tuple(dict.fromkeys(g for r in reads for g in r.values)),
-                         any(r.now for r in reads))
+            kept = _merge_reads(reads)
+        elif each_ty is None and run_reads is not None:
+            kept = _merge_reads(run_reads)
         assert fires is not None
         return Deviation(rule_id, str(text_token)[1:-1], str(category)[1:-1],
                          str(importance).replace("_", " "), important, applies, for_each, fires,
