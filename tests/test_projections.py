@@ -243,3 +243,18 @@ def test_a_projection_made_before_row_versions_is_rebuilt(tmp_path: Path) -> Non
         assert projector.position == 0
         projector.catch_up()
         assert _state(projector) == FULL
+
+
+def test_a_bounded_projector_equals_an_unbounded_one(store: EventStore) -> None:
+    """With room for one session, subjects are read again from the store as they change."""
+    half = len(EVENTS) // 2
+    store.append(EVENTS[:half])
+    projector = Projector(store, protocol(), at=AT, max_sessions=1, name="bounded")
+    projector.catch_up()
+    assert len(projector._sessions) == 1
+    store.append(EVENTS[half:])
+    projector.catch_up()
+    assert len(projector._sessions) == 1
+    assert _state(projector) == FULL
+    with pytest.raises(ProjectionError, match="max_sessions"):
+        Projector(store, protocol(), at=AT, max_sessions=0)

@@ -14,7 +14,7 @@ catch-up loop works the same on SQLite and PostgreSQL (see docs/projections.md).
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -332,17 +332,24 @@ class Projector:
         protocol: the protocol to evaluate.
         at: the evaluation time (default: the present at each catch-up).
         name: the projection's name (several may coexist, e.g. per protocol version).
+        max_sessions: how many subjects' sessions to keep in memory (default: all). A
+            session costs about 1.4 kB per event; the least recently used is dropped
+            first and read again from the store when its subject next changes.
     """
 
     def __init__(self, store: EventStore, protocol: Protocol, *,
-                 at: dt.datetime | None = None, name: str = "state") -> None:
+                 at: dt.datetime | None = None, name: str = "state",
+                 max_sessions: int | None = None) -> None:
+        if max_sessions is not None and max_sessions < 1:
+            raise ProjectionError(f"max_sessions must be at least 1, not {max_sessions}")
         self.store = store
         self.protocol = protocol
         self.at = at
+        self.max_sessions = max_sessions
         self.tables = _Tables(store, name)
         # One engine session per subject: its events, kept in clinical order between
         # catch-ups, so a new event costs an evaluation, not a read or a sort of the history.
-        self._sessions: dict[tuple[str, str], Session] = {}
+        self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         _, digest = self.tables.read_position()
         if digest is not None and digest != protocol.digest:
             # The protocol changed: the stored states are for another text; rebuild.
@@ -399,6 +406,10 @@ class Projector:
             session = Session(self.protocol)
             session.add(r.event for r in self.store.history(*key) if r.version <= version)
             self._sessions[key] = session
+        self._sessions.move_to_end(key)
+        if self.max_sessions is not None:
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
         if len(session.events) > version:
             # Held beyond the version (a catch-up that failed to commit): evaluate exactly
             # what the position covers; the next catch-up uses the whole session again.
