@@ -28,18 +28,9 @@ from protocolkit.events import (
     TimePrecision,
 )
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
-from protocolkit.rules._compile import (
-    Ctx,
-    KeptVerdicts,
-    Reads,
-    _as_date,
-    _truthy,
-    change_point,
-    global_value,
-    note_insert,
-    study_day,
-    study_day_date,
-)
+from protocolkit.rules._compile import _as_date, _truthy, study_day, study_day_date
+from protocolkit.rules._context import Ctx, global_value
+from protocolkit.rules._kept import KeptVerdicts, Reads, change_point, note_insert
 from protocolkit.rules._values import (
     EventView,
     Evidence,

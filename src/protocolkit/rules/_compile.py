@@ -11,8 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import difflib
-from collections import ChainMap
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -21,6 +20,19 @@ from lark import Token, Tree
 
 from protocolkit.errors import EventError, RuleError
 from protocolkit.events import EVENT_TYPES, Event
+from protocolkit.rules._context import Ctx, Fn, Global, SetVal, global_value
+from protocolkit.rules._kept import (
+    Judged,
+    Reads,
+    chain_rejected,
+    grown_keys,
+    keep_keys,
+    kept_merge,
+    kept_verdicts,
+    kept_where,
+    merged_why,
+    view_key,
+)
 from protocolkit.rules._predicates import simple_predicate
 from protocolkit.rules._values import (
     EventView,
@@ -34,8 +46,6 @@ from protocolkit.rules._values import (
     kleene_or,
 )
 from protocolkit.units import AnalyteCatalogue, parse_unit
-
-Fn = Callable[["Ctx", EventView | None], Any]
 
 #: Compile the shortcuts (set filters computed once per evaluation, plain predicates for
 #: simple conditions). They never change a result; the tests compile without them to prove it.
@@ -100,61 +110,6 @@ BOOL = Ty("bool")
 STRING = Ty("string")
 INSTANT = Ty("instant")
 DATE = Ty("date")
-
-
-@attrs.define
-class Ctx:
-    """Everything one subject's evaluation needs; built by the engine."""
-
-    by_type: dict[str, list[EventView]]
-    now: Instant
-    zone: Any
-    #: Values computed once per evaluation: globals by name, invariant set filters by key.
-    memo: dict[Any, Any] = attrs.field(factory=dict)
-    touched: Evidence = attrs.field(factory=Evidence)
-    locals: dict[str, Any] = attrs.field(factory=dict)
-    rules: Any = None  # the engine's rule-result lookup (status of / response of)
-    #: Sorted UTC keys of member lists, by list identity (bisection of before/after).
-    keys: dict[int, list[dt.datetime]] = attrs.field(factory=dict)
-    pinned: list[Any] = attrs.field(factory=list)
-    #: A session's filters kept between evaluations, and its per-type change counts.
-    kept: dict[Any, Any] | None = None
-    versions: dict[str, int] = attrs.field(factory=dict)
-    #: The session's views in the order they were added (kept results follow it).
-    log: list[EventView] = attrs.field(factory=list)
-
-    def touch(self, view: EventView) -> None:
-        """Record an event as evidence of the verdict being computed."""
-        self.touched.add(view.event.event_id)
-
-
-@attrs.frozen
-class SetVal:
-    """A set of events: those surely in it, and those whose membership is unknown."""
-
-    items: list[EventView]
-    uncertain: list[EventView] = attrs.field(factory=list)
-    why: Unknown | None = None
-    #: For members a `where` turned away: the events its condition read (why they are out).
-    rejected: Mapping[int, Any] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class Global:
-    """A parameter, anchor, let or define."""
-
-    kind: str
-    name: str
-    fn: Fn
-    ty: Ty
-    line: int
-    #: The event types its value reads ("*": any), and whether it reads `now`.
-    reads: frozenset[str] = frozenset()
-    reads_now: bool = False
-    #: For a define whose membership of an event depends only on that event, events up to
-    #: its instant, and the values of these lets and anchors: them (empty: on the event
-    #: alone). None for any other set.
-    causal: tuple[Global, ...] | None = None
 
 
 class Compiler:
@@ -861,7 +816,7 @@ class Compiler:
             seq = base_fn(ctx, cur).items
             blockers = between_fn(ctx, cur).items if between_fn else []
             if keep and ctx.kept is not None:
-                verdicts = _kept_verdicts(ctx, key, seq, reads,
+                verdicts = kept_verdicts(ctx, key, seq, reads,
                                           lambda view: _truthy(pred(ctx, view)))
             else:
                 verdicts = [_truthy(pred(ctx, view)) for view in seq]
@@ -978,7 +933,7 @@ class Compiler:
                 if items is None:
                     return SetVal([])
                 if ctx.kept is not None:
-                    _keep_keys(ctx, items)
+                    keep_keys(ctx, items)
                 return SetVal(items)
 
             return of_type, Ty("set", None, frozenset(names))
@@ -987,7 +942,7 @@ class Compiler:
 
         def merged(ctx: Ctx, _it: EventView | None) -> SetVal:
             if ctx.kept is not None:
-                return SetVal(_kept_merge(ctx, key, [ctx.by_type.get(n) for n in names]))
+                return SetVal(kept_merge(ctx, key, [ctx.by_type.get(n) for n in names]))
             views = [v for n in names for v in ctx.by_type.get(n, [])]
             return SetVal(sorted(views, key=lambda v: v.index))
 
@@ -1015,7 +970,7 @@ class Compiler:
             keep = OPTIMISE and invariant and not [n for n in outside if n != alias]
             key = object()
 
-            def judge(ctx: Ctx, members: Sequence[EventView], out: _Judged) -> None:
+            def judge(ctx: Ctx, members: Sequence[EventView], out: Judged) -> None:
                 for view in members:
                     if fast is not None:
                         # The simple shapes read the member's own fields: it is the evidence.
@@ -1046,12 +1001,13 @@ class Compiler:
             def where(ctx: Ctx, cur: EventView | None) -> SetVal:
                 found = fn(ctx, cur)
                 if keep and ctx.kept is not None and not found.uncertain and found.why is None:
-                    return _kept_where(ctx, key, found, reads, judge)
-                out = _Judged()
+                    return kept_where(ctx, key, found, reads, judge)
+                out = Judged()
                 judge(ctx, found.items, out)
                 ctx.touched.include(out.used)
                 return SetVal(out.items, [*found.uncertain, *out.uncertain],
-                              _merged(found.why, out.whys), _chain(out.rejected, found.rejected))
+                              merged_why(found.why, out.whys),
+                              chain_rejected(out.rejected, found.rejected))
 
             return where, Ty("set", None, ty.types, analyte)
         if kind == "within":
@@ -1114,251 +1070,10 @@ def _const(value: Any) -> Fn:
     return lambda ctx, _it: value
 
 
-def global_value(ctx: Ctx, glob: Global) -> Any:
-    """The value of a parameter, anchor, let or define for this subject (computed once).
-
-    The events a let or anchor used are remembered with its value and added to the evidence
-    of every verdict that reads it; a define's are not (its members become evidence only
-    when a query picks them).
-    """
-    entry = ctx.memo.get(glob.name)
-    if entry is None:
-        saved = ctx.touched
-        ctx.touched = Evidence()
-        try:
-            value = glob.fn(ctx, None)
-        finally:
-            used, ctx.touched = ctx.touched, saved
-        entry = (value, Evidence() if glob.kind == "define" else used)
-        ctx.memo[glob.name] = entry
-    ctx.touched |= entry[1]
-    return entry[0]
-
-
-def _chain(own: dict[int, Any], inherited: Mapping[int, Any]) -> Mapping[int, Any]:
-    """A filter's rejected members, then its input's (without copying the input's)."""
-    return ChainMap(own, inherited) if inherited else own  # type: ignore[arg-type]
-
-
-@attrs.define
-class _Judged:
-    """A filter's verdicts on members, in clinical order."""
-
-    items: list[EventView] = attrs.field(factory=list)
-    #: Per member in ``items``: what its condition read (its id, or evidence).
-    used: list[Any] = attrs.field(factory=list)
-    uncertain: list[EventView] = attrs.field(factory=list)
-    #: Per member in ``uncertain``: why.
-    whys: list[Unknown] = attrs.field(factory=list)
-    #: Members turned away (by view id): what their condition read. In clinical order:
-    rejected: dict[int, Any] = attrs.field(factory=dict)
-    turned_away: list[EventView] = attrs.field(factory=list)
-
-    def reject(self, view: EventView, used: Any) -> None:
-        """Turn a member away, keeping what its condition read (why it is out)."""
-        self.rejected[id(view)] = used
-        self.turned_away.append(view)
-
-    def drop_from(self, point: Any) -> None:
-        """Forget the verdicts on members at or after ``point`` (a clinical order key)."""
-        at = bisect.bisect_left(self.items, point, key=_index)
-        del self.items[at:], self.used[at:]
-        at = bisect.bisect_left(self.uncertain, point, key=_index)
-        del self.uncertain[at:], self.whys[at:]
-        at = bisect.bisect_left(self.turned_away, point, key=_index)
-        for view in self.turned_away[at:]:
-            del self.rejected[id(view)]
-        del self.turned_away[at:]
-
-
-def _merged(first: Unknown | None, more: Sequence[Unknown]) -> Unknown | None:
-    why = first
-    for extra in more:
-        why = extra if why is None else why.merge(extra)
-    return why
-
-
-@attrs.define
-class _KeptWhere:
-    """A filter's verdicts kept in a session, with what they were judged from."""
-
-    source: list[EventView]
-    stamp: tuple[Any, ...]
-    #: How much of the session's log of added events the verdicts account for.
-    seq: int = 0
-    judged: _Judged = attrs.field(factory=_Judged)
-
-
-def _kept_where(ctx: Ctx, key: object, found: SetVal, reads: Reads,
-                judge: Callable[[Ctx, Sequence[EventView], _Judged], None]) -> SetVal:
-    """A kept filter: judge again only the members from the earliest event added since.
-
-    The filter's input changes only where the session added events (its lists are kept in
-    clinical order, and kept filters feed kept filters), so verdicts on members before the
-    earliest of them stand, unless the condition reads an event type that changed, or `now`.
-    Another input list (its filter started again) also starts this one again.
-    """
-    assert ctx.kept is not None
-    log = ctx.log
-    stamp = reads.stamp(ctx)
-    state: _KeptWhere | None = ctx.kept.get(key)
-    start: int | None = 0
-    if state is None or state.source is not found.items or state.stamp != stamp:
-        replaced = state.judged.items if state is not None else None
-        state = ctx.kept[key] = _KeptWhere(found.items, stamp)
-        _keep_keys(ctx, state.judged.items, replaced)
-    elif state.seq == len(log):
-        start = None  # nothing added since
-    else:
-        point = change_point(log[state.seq:])
-        state.judged.drop_from(point)
-        _truncate_keys(ctx, state.judged.items)
-        start = bisect.bisect_left(found.items, point, key=_index)
-    if start is not None:
-        try:
-            judge(ctx, found.items[start:], state.judged)
-        except BaseException:
-            del ctx.kept[key]  # judged in part: start again next time
-            raise
-        state.seq = len(log)
-    judged = state.judged
-    ctx.touched.include(judged.used)
-    return SetVal(judged.items, judged.uncertain, _merged(None, judged.whys),
-                  _chain(judged.rejected, found.rejected))
-
-
-#: Kept results are given again from this long before the earliest event added: a member
-#: at the same instant, or on the same date when one side has only a date, can read it
-#: through a causal read (`before it`, `within [.., it]`), and a kept set that reads so
-#: changes from there, for every set built on it.
-_CHANGE_MARGIN = dt.timedelta(hours=36)
-
-
-def change_point(added: Sequence[EventView]) -> Any:
-    """The clinical order key from which kept results must be given again."""
-    return (min(view.index for view in added)[0] - _CHANGE_MARGIN,)
-
-
-@attrs.frozen
-class Reads:
-    """What a condition on a member reads besides the member: what its kept verdicts need.
-
-    Verdicts already given stand while the event types it reads directly, the values (and
-    evidence) of the lets and anchors it reads, and `now` if it reads it, are unchanged;
-    then only members from :func:`change_point` on are judged again. Types it reads only up
-    to the member's instant (causal reads) are not in ``types``: a new event cannot change
-    an earlier member's verdict through them.
-    """
-
-    types: frozenset[str]
-    values: tuple[Global, ...]
-    now: bool
-
-    def stamp(self, ctx: Ctx) -> tuple[Any, ...]:
-        """What must be unchanged for kept verdicts to stand."""
-        return (tuple(ctx.versions.get(t, 0) for t in sorted(self.types)),
-                ctx.now if self.now else None,
-                tuple(_fingerprint(ctx, g) for g in self.values))
-
-
-@attrs.define
-class KeptVerdicts:
-    """A condition's verdict on each member (by view), kept in a session."""
-
-    stamp: tuple[Any, ...]
-    seq: int = 0
-    given: dict[Any, Any] = attrs.field(factory=dict)
-
-
-def _kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads,
-                   judge: Callable[[EventView], Any]) -> list[Any]:
-    """Each member's verdict, kept between a session's evaluations (see :class:`Reads`).
-
-    What each judgement cited is cited again, as a fresh judgement would.
-    """
-    assert ctx.kept is not None
-    stamp = reads.stamp(ctx)
-    state: KeptVerdicts | None = ctx.kept.get(key)
-    if state is None or state.stamp != stamp:
-        state = ctx.kept[key] = KeptVerdicts(stamp)
-    elif state.seq != len(ctx.log):
-        point = change_point(ctx.log[state.seq:])
-        for view in members[bisect.bisect_left(members, point, key=_index):]:
-            state.given.pop(id(view), None)
-    state.seq = len(ctx.log)
-    verdicts, used = [], []
-    for view in members:
-        entry = state.given.get(id(view))
-        if entry is None:
-            outer, ctx.touched = ctx.touched, Evidence()
-            try:
-                verdict = judge(view)
-            finally:
-                cited, ctx.touched = ctx.touched, outer
-            entry = state.given[id(view)] = (verdict, cited)
-        verdicts.append(entry[0])
-        used.append(entry[1])
-    ctx.touched.include(used)
-    return verdicts
-
-
-def _fingerprint(ctx: Ctx, glob: Global) -> tuple[Any, ...]:
-    """A let's or anchor's value and evidence: a kept filter's verdicts stand while equal."""
-    saved, ctx.touched = ctx.touched, Evidence()
-    try:
-        value = global_value(ctx, glob)
-    finally:
-        used, ctx.touched = ctx.touched, saved
-    return (value, frozenset(used.ids_all()))
-
-
-@attrs.define
-class _KeptMerge:
-    """Several types' events merged in clinical order, kept in a session."""
-
-    sources: list[list[EventView] | None]
-    seq: int = 0
-    items: list[EventView] = attrs.field(factory=list)
-
-
-def _kept_merge(ctx: Ctx, key: object, sources: list[list[EventView] | None]
-                ) -> list[EventView]:
-    """Several types' events in clinical order, kept in a session.
-
-    Merged again only from the earliest event the session added since.
-    """
-    assert ctx.kept is not None
-    log = ctx.log
-    state: _KeptMerge | None = ctx.kept.get(key)
-    if state is not None and all(old is None or new is old
-                                 for old, new in zip(state.sources, sources, strict=True)):
-        if state.seq == len(log):
-            return state.items
-        point = change_point(log[state.seq:])
-        del state.items[bisect.bisect_left(state.items, point, key=_index):]
-        _truncate_keys(ctx, state.items)
-        tail = [v for new in sources if new
-                for v in new[bisect.bisect_left(new, point, key=_index):]]
-    else:
-        replaced = state.items if state is not None else None
-        state = ctx.kept[key] = _KeptMerge(list(sources))
-        _keep_keys(ctx, state.items, replaced)
-        tail = [v for new in sources if new for v in new]
-    tail.sort(key=_index)
-    state.items.extend(tail)
-    state.sources = list(sources)
-    state.seq = len(log)
-    return state.items
-
-
 def _holds(views: list[EventView], view: EventView) -> bool:
     """Whether ``view`` is one of ``views`` (in clinical order, so found by bisection)."""
-    at = bisect.bisect_left(views, view.index, key=_index)
+    at = bisect.bisect_left(views, view.index, key=view_key)
     return at < len(views) and views[at] is view
-
-
-def _index(view: EventView) -> Any:
-    return view.index
 
 
 def _once_per_evaluation(fn: Callable[[Ctx, EventView | None], SetVal]
@@ -1652,7 +1367,7 @@ def _keys(ctx: Ctx, items: list[EventView]) -> list[dt.datetime] | None:
     if ctx.kept is not None:
         entry = ctx.kept.get(("keys", id(items)))
         if entry is not None and entry[0] is items:
-            return _grown_keys(entry)
+            return grown_keys(entry)
     keys = ctx.keys.get(id(items))
     if keys is None or len(keys) != len(items):
         if any(v.instant.day_only for v in items):
@@ -1661,45 +1376,6 @@ def _keys(ctx: Ctx, items: list[EventView]) -> list[dt.datetime] | None:
         ctx.keys[id(items)] = keys
         ctx.pinned.append(items)  # keep the list alive while its id is a cache key
     return keys
-
-
-def _keep_keys(ctx: Ctx, items: list[EventView], replaced: list[EventView] | None = None
-               ) -> None:
-    """Keep the bisection keys of a session list that only grows at its end."""
-    assert ctx.kept is not None
-    if replaced is not None:
-        ctx.kept.pop(("keys", id(replaced)), None)
-    ctx.kept.setdefault(("keys", id(items)), [items, []])
-
-
-def _truncate_keys(ctx: Ctx, items: list[EventView]) -> None:
-    """A kept list was cut back: its keys beyond its length go too."""
-    assert ctx.kept is not None
-    entry = ctx.kept.get(("keys", id(items)))
-    if entry is not None and entry[1] is not None:
-        del entry[1][len(items):]
-
-
-def note_insert(kept: dict[Any, Any], items: list[EventView], position: int) -> None:
-    """A session inserted a view into one of its lists: keep that list's keys in step."""
-    entry = kept.get(("keys", id(items)))
-    if entry is not None and entry[1] is not None and position < len(entry[1]):
-        view = items[position]
-        if view.instant.day_only:
-            entry[1] = None
-        else:
-            entry[1].insert(position, view.instant.utc)
-
-
-def _grown_keys(entry: list[Any]) -> list[dt.datetime] | None:
-    items, keys = entry
-    if keys is not None and len(keys) < len(items):
-        tail = items[len(keys):]
-        if any(v.instant.day_only for v in tail):
-            entry[1] = keys = None  # a date-only member: scan from now on
-        else:
-            keys.extend(v.instant.utc for v in tail)
-    return keys  # type: ignore[no-any-return]
 
 
 def _on_date(ctx: Ctx, found: SetVal, day: Any) -> SetVal:

@@ -16,7 +16,9 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from protocolkit.errors import RuleError, RuleErrors
-from protocolkit.rules._compile import Compiler, Fn, Global, Node, Reads, Ty
+from protocolkit.rules._compile import Compiler, Node, Ty
+from protocolkit.rules._context import Fn, Global
+from protocolkit.rules._kept import Reads
 from protocolkit.rules._values import Qty
 from protocolkit.units import AnalyteCatalogue, default_catalogue
 
