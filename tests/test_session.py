@@ -217,3 +217,11 @@ def test_an_event_at_a_members_own_instant_is_seen_by_its_kept_verdict() -> None
     lab = hb(when="2024-03-01T08:00")
     session.add([lab])
     assert session.evaluate(at=at) == evaluate(READS, [*first, lab], at=at)
+
+
+def test_an_event_of_another_subject_adds_nothing() -> None:
+    session = Session(PROTOCOL)
+    session.add([dose("S-001")])
+    with pytest.raises(RuleEvaluationError, match="one subject"):
+        session.add([dose("S-001", when="2024-03-02T08:00"), dose("S-002")])
+    assert len(session.events) == 1  # the whole batch was refused

@@ -30,7 +30,7 @@ from protocolkit.events import (
 from protocolkit.rules import Criterion, Deviation, Endpoint, Protocol, Report
 from protocolkit.rules._compile import _as_date, _truthy, study_day, study_day_date
 from protocolkit.rules._context import Ctx, global_value
-from protocolkit.rules._kept import KeptVerdicts, Reads, change_point, note_insert
+from protocolkit.rules._kept import KeptVerdicts, Reads, kept_per_member, note_insert
 from protocolkit.rules._values import (
     EventView,
     Evidence,
@@ -219,17 +219,23 @@ class Session:
         return self._events
 
     def add(self, events: Iterable[Event | RecordedEvent]) -> None:
-        """Add events of this session's subject (any order; each once)."""
-        for item in events:
-            event = item.event if isinstance(item, RecordedEvent) else item
+        """Add events of this session's subject (any order; each once).
+
+        Raises:
+            RuleEvaluationError: an event of another subject (then none is added).
+        """
+        batch = [item.event if isinstance(item, RecordedEvent) else item for item in events]
+        subject = self._key
+        for event in batch:
             key = (event.study, event.subject)
-            if self._key is None:
-                self._key = key
-            elif key != self._key:
+            if subject is None:
+                subject = key
+            elif key != subject:
                 raise RuleEvaluationError(
-                    f"evaluate() takes one subject's events, got {self._key} and {key}")
-            self._events.append(event)
-            self._recorded.append(utc_of(event.recorded_at))
+                    f"evaluate() takes one subject's events, got {subject} and {key}")
+        self._key = subject
+        self._events.extend(batch)
+        self._recorded.extend(utc_of(event.recorded_at) for event in batch)
 
     def evaluate(self, *, at: dt.datetime | None = None,
                  known_at: dt.datetime | None = None) -> Evaluation:
@@ -270,8 +276,9 @@ class _Base:
     views: list[EventView]
     by_type: dict[str, list[EventView]]
     by_id: dict[UUID, EventView]
-    #: Views holding a measurement implausible for its unit (each a data query).
-    implausible: list[EventView]
+    #: Each measurement implausible for its unit (a data query): its view and the reason,
+    #: in clinical order.
+    implausible: list[tuple[EventView, str]]
     #: How many of the session's events this covers, and the recorded times that bound
     #: the cut it was made with (the latest included, the earliest left out).
     seen: int
@@ -292,10 +299,7 @@ class _Base:
     def build(cls, protocol: Protocol, events: Sequence[Event],
               recorded: Sequence[dt.datetime], known: dt.datetime) -> _Base:
         chosen = [e for e, r in zip(events, recorded, strict=True) if r <= known]
-        # Each event's UTC instant is computed once and serves the sort and its view; the
-        # sort key is order_key's (the event id's integer orders as its canonical text does).
-        keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
-                        for e in effective_events(chosen)), key=_sort_key)
+        keyed = _in_clinical_order(effective_events(chosen))
         zone = _zone(protocol, [k[3] for k in keyed if isinstance(k[3], SubjectRegistered)])
         base = cls(zone=zone, views=[], by_type={}, by_id={}, implausible=[], seen=len(events),
                    included=len(chosen),
@@ -316,8 +320,7 @@ class _Base:
             return False  # the cut moved across an event already seen
         fresh = [(e, r) for e, r in zip(events[self.seen:], recorded[self.seen:], strict=True)]
         late = [r for _, r in fresh if r > known]
-        keyed = sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e)
-                        for e, r in fresh if r <= known), key=_sort_key)
+        keyed = _in_clinical_order(e for e, r in fresh if r <= known)
         if any(isinstance(k[3], _REORDERING) for k in keyed):
             return False
         for utc, kind, number, event in keyed:
@@ -354,8 +357,18 @@ class _Base:
         for name in _measurement_fields(type(event)):
             value = getattr(event, name)
             if isinstance(value, Measurement) and not value.usable:
-                bisect.insort(self.implausible, view, key=_view_key)  # queries in clinical order
-                break
+                bisect.insort(self.implausible,
+                              (view, f"{view.type}: {value} is implausible for its unit"),
+                              key=_first_view_key)
+
+
+def _in_clinical_order(events: Iterable[Event]) -> list[tuple[dt.datetime, str, int, Event]]:
+    """Events with their order keys, sorted as order_key sorts them.
+
+    Each UTC instant is computed once; the event id's integer orders as its text does.
+    """
+    return sorted(((utc_of(e.occurred_at), e.event_type, e.event_id.int, e) for e in events),
+                  key=_sort_key)
 
 
 def _sort_key(key: tuple[dt.datetime, str, int, Event]) -> tuple[dt.datetime, str, int]:
@@ -364,6 +377,10 @@ def _sort_key(key: tuple[dt.datetime, str, int, Event]) -> tuple[dt.datetime, st
 
 def _view_key(view: EventView) -> Any:
     return view.index
+
+
+def _first_view_key(pair: tuple[EventView, str]) -> Any:
+    return pair[0].index
 
 
 def _zone(protocol: Protocol, events: Sequence[Event]) -> Any:
@@ -425,12 +442,8 @@ class _Run:
         overall = self.eligibility()
         endpoints = tuple(self.endpoint(e) for e in self.protocol.endpoints)
         deviations = tuple(d for rule in self.protocol.deviations for d in self.deviation(rule))
-        for view in self.base.implausible:
-            for name in _measurement_fields(type(view.event)):
-                value = getattr(view.event, name)
-                if isinstance(value, Measurement) and not value.usable:
-                    self._query(None, f"{view.type}: {value} is implausible for its unit",
-                                {view.event.event_id})
+        for view, reason in self.base.implausible:
+            self._query(None, reason, {view.event.event_id})
         day1 = self._day1()
         reports = tuple(self.report(r) for r in self.protocol.reports)
         return Evaluation(
@@ -548,18 +561,8 @@ class _Run:
 
         Their study days also depend on Day 1; the data queries they raised are raised again.
         """
-        kept = self.ctx.kept
-        assert kept is not None
-        log = self.ctx.log
-        stamp = (reads.stamp(self.ctx), self._day1())
-        state: KeptVerdicts | None = kept.get(("deviation", rule.id))
-        if state is None or state.stamp != stamp:
-            state = kept[("deviation", rule.id)] = KeptVerdicts(stamp)
-        elif state.seq != len(log):
-            point = change_point(log[state.seq:])
-            for view in members[bisect.bisect_left(members, point, key=_view_key):]:
-                state.given.pop(id(view), None)
-        state.seq = len(log)
+        state = kept_per_member(self.ctx, ("deviation", rule.id),
+                                (reads.stamp(self.ctx), self._day1()), members)
         found: list[DeviationResult] = []
         for view in members:
             entry = state.given.get(id(view))

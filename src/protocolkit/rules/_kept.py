@@ -28,6 +28,7 @@ __all__ = [
     "grown_keys",
     "keep_keys",
     "kept_merge",
+    "kept_per_member",
     "kept_verdicts",
     "kept_where",
     "merged_why",
@@ -172,14 +173,14 @@ class KeptVerdicts:
     given: dict[Any, Any] = attrs.field(factory=dict)
 
 
-def kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads,
-                   judge: Callable[[EventView], Any]) -> list[Any]:
-    """Each member's verdict, kept between a session's evaluations (see :class:`Reads`).
+def kept_per_member(ctx: Ctx, key: object, stamp: tuple[Any, ...],
+                    members: list[EventView]) -> KeptVerdicts:
+    """The kept per-member results under ``key``, brought up to the session's log.
 
-    What each judgement cited is cited again, as a fresh judgement would.
+    A changed stamp starts them again; otherwise the results of members from
+    :func:`change_point` on are forgotten (given again by the caller).
     """
     assert ctx.kept is not None
-    stamp = reads.stamp(ctx)
     state: KeptVerdicts | None = ctx.kept.get(key)
     if state is None or state.stamp != stamp:
         state = ctx.kept[key] = KeptVerdicts(stamp)
@@ -188,6 +189,16 @@ def kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads,
         for view in members[bisect.bisect_left(members, point, key=view_key):]:
             state.given.pop(id(view), None)
     state.seq = len(ctx.log)
+    return state
+
+
+def kept_verdicts(ctx: Ctx, key: object, members: list[EventView], reads: Reads,
+                   judge: Callable[[EventView], Any]) -> list[Any]:
+    """Each member's verdict, kept between a session's evaluations (see :class:`Reads`).
+
+    What each judgement cited is cited again, as a fresh judgement would.
+    """
+    state = kept_per_member(ctx, key, reads.stamp(ctx), members)
     verdicts, used = [], []
     for view in members:
         entry = state.given.get(id(view))
