@@ -251,13 +251,6 @@ def _batches(events: Sequence[Event], size: int) -> list[Sequence[Event]]:
     return [events[i:i + size] for i in range(0, len(events), size)]
 
 
-#: PostgreSQL appends were once capped at 100 events per batch: with a few hundred or more,
-#: the recorder's chain query read the status of the INSERT before it in psycopg's pipeline,
-#: and eventsourcing re-raised that only after its transaction had committed. Fixed (the
-#: chain is now read in the insert's own round trip, and a failure rolls back); no cap.
-POSTGRES_MAX_BATCH = 1_000_000
-
-
 def timed_append(store: EventStore, batches: Sequence[Sequence[Event]]) -> float:
     """Seconds spent in ``EventStore.append`` for ``batches``."""
     elapsed = 0.0
@@ -765,10 +758,7 @@ class Bench:
     def write(self, kind: str) -> None:
         report, s = self.report, self.s
         report.note(f"\n== {kind}: writing ==")
-        if kind == "postgres" and s.batch > POSTGRES_MAX_BATCH:
-            report.note(f"  note: PostgreSQL appends in batches of {POSTGRES_MAX_BATCH}, not "
-                        f"{s.batch}: larger batches hit a recorder bug (see docs/performance.md)")
-        batch_size = self.batch_size(kind)
+        batch_size = s.batch
         batches = _batches(self.events, batch_size)
         with open_store(self.location(kind, "study")) as store:
             seconds = timed_append(store, batches)
@@ -789,9 +779,6 @@ class Bench:
             f"{stored_bytes / len(self.events):.0f} B/event stored",
             baseline="bare eventsourcing save", baseline_rate=es_rate, ratio=ratio,
             ratio_text=f"{ratio:.2f}x", target=">= 0.8x", met=ratio >= 0.8))
-
-    def batch_size(self, kind: str) -> int:
-        return min(self.s.batch, POSTGRES_MAX_BATCH) if kind == "postgres" else self.s.batch
 
     def write_rebuild_store(self) -> None:
         histories = self.histories[: self.s.rebuild_subjects]
@@ -855,7 +842,7 @@ class Bench:
 
         incremental(self.location(kind, "incremental"), self.protocol,
                     sizes=s.incremental_sizes, repeats=s.repeats, seed=s.seed,
-                    batch=self.batch_size(kind), report=report, backend=kind)
+                    batch=s.batch, report=report, backend=kind)
 
         if kind == "sqlite":
             memory = self.location(kind, "memory")
